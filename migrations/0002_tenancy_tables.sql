@@ -281,6 +281,10 @@ GRANT SELECT (id, client_id, user_id, service_id, credential_type, label, accoun
     ON otobot.client_connections TO otobot_auditor;
 GRANT SELECT ON otobot.credential_access_logs, otobot.audit_chain, otobot.audit_chain_head TO otobot_auditor;
 
+-- SECURITY: the audit tables are append-only for their owner too: the
+-- privilege is gone, and the trigger refuses whoever still has it.
+REVOKE UPDATE, DELETE, TRUNCATE ON otobot.credential_access_logs, otobot.audit_chain FROM otobot_owner;
+
 -- Functions created by otobot_owner in this schema are not executable by PUBLIC.
 ALTER DEFAULT PRIVILEGES FOR ROLE otobot_owner IN SCHEMA otobot REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION otobot.scope_user(), otobot.scope_client(), otobot.scope_kind(),

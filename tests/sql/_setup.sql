@@ -1,0 +1,47 @@
+-- Test helpers and fixtures, loaded into each test database as a superuser
+-- before the test file runs. Never part of a deployment.
+SET client_min_messages = warning;
+CREATE SCHEMA test;
+GRANT USAGE ON SCHEMA test TO PUBLIC;
+
+-- Run p_sql and require an error with this SQLSTATE (and message pattern).
+CREATE FUNCTION test.expect_error(p_sql text, p_sqlstate text, p_message_like text DEFAULT '%')
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_state text;
+    v_msg   text;
+BEGIN
+    BEGIN
+        EXECUTE p_sql;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+    END;
+    IF v_state IS NULL THEN
+        RAISE EXCEPTION 'expected error % but it succeeded: %', p_sqlstate, p_sql;
+    END IF;
+    IF v_state <> p_sqlstate OR v_msg NOT LIKE p_message_like THEN
+        RAISE EXCEPTION 'expected % "%", got % "%" from: %', p_sqlstate, p_message_like, v_state, v_msg, p_sql;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION test.load_keys() RETURNS void LANGUAGE sql AS $$
+    SELECT otobot.otobot_load_key(1, decode(repeat('01', 32), 'hex'), true)
+$$;
+
+CREATE FUNCTION test.audit_count(p_action text DEFAULT NULL) RETURNS bigint LANGUAGE sql AS $$
+    SELECT count(*) FROM otobot.credential_access_logs WHERE p_action IS NULL OR action = p_action
+$$;
+
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA test TO PUBLIC;
+
+-- Two clients. Client 1: users A and B and admin D. Client 2: user C.
+INSERT INTO otobot.clients (id, email, company_name, password_hash) VALUES
+    ('c1000000-0000-0000-0000-000000000001', 'one@example.test', 'Client One', 'x'),
+    ('c2000000-0000-0000-0000-000000000002', 'two@example.test', 'Client Two', 'x');
+INSERT INTO otobot.users (id, client_id, email, role) VALUES
+    ('a0000000-0000-0000-0000-00000000000a', 'c1000000-0000-0000-0000-000000000001', 'a@example.test', 'user'),
+    ('b0000000-0000-0000-0000-00000000000b', 'c1000000-0000-0000-0000-000000000001', 'b@example.test', 'user'),
+    ('d0000000-0000-0000-0000-00000000000d', 'c1000000-0000-0000-0000-000000000001', 'd@example.test', 'admin'),
+    ('c0000000-0000-0000-0000-00000000000c', 'c2000000-0000-0000-0000-000000000002', 'c@example.test', 'user');
+RESET client_min_messages;
