@@ -1,0 +1,57 @@
+//! `otobot migrate`: applies the embedded migrations.
+
+use anyhow::Result;
+
+use crate::{
+    config::Database,
+    migrate::{self, State},
+};
+
+/// Arguments of `otobot migrate`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// PostgreSQL URL of a superuser; default: MIGRATION_DATABASE_URL, else built from
+    /// POSTGRES_USER, POSTGRES_PASSWORD and FRONTEND_DB_{HOST,PORT,NAME}
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// List every migration as applied or pending, and change nothing
+    #[arg(long)]
+    status: bool,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let mut client = Database::for_migrations(args.database_url.as_deref())?
+        .connect()
+        .await?;
+    let migrations = migrate::embedded();
+    if args.status {
+        let entries = migrate::status(&client, &migrations).await?;
+        if entries.is_empty() {
+            println!("no migrations");
+        }
+        for entry in entries {
+            match entry.state {
+                State::Applied(at) => println!(
+                    "applied  {}  {}",
+                    entry.name,
+                    at.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                State::Pending => println!("pending  {}", entry.name),
+                State::Changed => println!(
+                    "changed  {}  (checksum mismatch: edited after it was applied)",
+                    entry.name
+                ),
+                State::NotInBinary => {
+                    println!("unknown  {}  (applied, but not in this binary)", entry.name)
+                }
+            }
+        }
+        return Ok(());
+    }
+    let report =
+        migrate::apply(&mut client, &migrations, |m| println!("applied {}", m.name)).await?;
+    if report.applied.is_empty() {
+        println!("database is up to date ({} migrations)", report.total);
+    }
+    Ok(())
+}
