@@ -1,0 +1,58 @@
+# Shared helpers for the project's scripts. Source it; do not run it.
+# shellcheck shell=bash
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PGRX_VERSION=0.18.1
+PG_MAJOR=15
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_CONFIG=$PG_BIN/pg_config
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as root (we may already be root).
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# Run psql as the postgres OS user over the local socket (peer auth).
+psql_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "${FRONTEND_DB_PORT:-5432}" "$@"
+    else
+        sudo -u postgres psql -X -q -v ON_ERROR_STOP=1 -p "${FRONTEND_DB_PORT:-5432}" "$@"
+    fi
+}
+
+# Load .env (creating it with fresh secrets if missing) into the environment.
+load_env() {
+    if [ ! -f "$ROOT/.env" ]; then
+        say "writing $ROOT/.env with fresh secrets (keep ENCRYPTION_MASTER_KEY safe: losing it loses every credential)"
+        local hex32 pw1 pw2
+        hex32() { openssl rand -hex 32; }
+        alnum() { openssl rand -base64 48 | tr -dc 'A-Za-z0-9' | head -c 32; }
+        pw1=$(alnum); pw2=$(alnum)
+        sed -e "s|^POSTGRES_PASSWORD=.*|POSTGRES_PASSWORD=$pw1|" \
+            -e "s|^FRONTEND_DB_PASSWORD=.*|FRONTEND_DB_PASSWORD=$pw2|" \
+            -e "s|^ENCRYPTION_MASTER_KEY=.*|ENCRYPTION_MASTER_KEY=$(hex32)|" \
+            -e "s|^N8N_INTERNAL_TOKEN=.*|N8N_INTERNAL_TOKEN=$(hex32)|" \
+            -e "s|^API_JWT_SECRET=.*|API_JWT_SECRET=$(hex32)|" \
+            "$ROOT/.env.example" > "$ROOT/.env.tmp"
+        chmod 600 "$ROOT/.env.tmp"
+        mv "$ROOT/.env.tmp" "$ROOT/.env"
+    fi
+    set -a
+    # shellcheck disable=SC1091
+    . "$ROOT/.env"
+    set +a
+}
+
+# postgresql://user:password@host:port/db for the admin role.
+admin_url() {
+    printf 'postgresql://%s:%s@%s:%s/%s' "${POSTGRES_USER:-otobot_admin}" "${POSTGRES_PASSWORD:-}" \
+        "${FRONTEND_DB_HOST:-127.0.0.1}" "${FRONTEND_DB_PORT:-5432}" "${1:-postgres}"
+}
+
+# Create (or update) the admin and API roles with the passwords of .env, and
+# the vault database. Idempotent: .env is the source of truth.
+bootstrap_database() {
+    say "bootstrapping roles and database ${FRONTEND_DB_NAME:-otobot_frontend}"
+    psql_postgres -d postgres -f "$ROOT/sql/bootstrap.sql"
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The whole test suite, against real parts: the extension's unit and
+# in-database tests, the SQL suite on a migrated database, and the API's
+# integration tests. Installs what it needs first (idempotent).
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+set -e
+"$ROOT/scripts/install-deps.sh"
+load_env
+"$ROOT/scripts/ensure-postgres.sh"
+bootstrap_database
+set +e
+
+export OTOBOT_TEST_ADMIN_URL
+OTOBOT_TEST_ADMIN_URL=$(admin_url postgres)
+sudo_flag=()
+[ "$(id -u)" -eq 0 ] || sudo_flag=(--sudo)
+
+passed=0; failed=0; failures=()
+suite() { # name, command...
+    local name=$1; shift
+    say "suite: $name"
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
+}
+
+pgrx_test() {
+    local pgdata_parent=/var/lib/postgresql/otobot-pgrx-test
+    as_root mkdir -p "$pgdata_parent" && as_root chown postgres:postgres "$pgdata_parent"
+    (cd "$ROOT/extension" && cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$pgdata_parent/data")
+}
+install_extension() {
+    # The in-database tests installed a test build; install the real one.
+    (cd "$ROOT/extension" && cargo pgrx install --profile ci --pg-config "$PG_CONFIG" "${sudo_flag[@]}" >/dev/null)
+}
+sql_suite() {
+    cargo build --quiet -p otobot-api --manifest-path "$ROOT/Cargo.toml" &&
+        OTOBOT_BIN="$ROOT/target/debug/otobot" "$ROOT/tests/sql/run.sh"
+}
+api_tests() {
+    cargo test -p otobot-api --manifest-path "$ROOT/Cargo.toml"
+}
+
+suite "extension (cargo pgrx test)" pgrx_test
+suite "install extension" install_extension
+suite "sql (tests/sql)" sql_suite
+suite "api (cargo test)" api_tests
+
+echo
+[ ${#failures[@]} -gt 0 ] && echo "failed suites: ${failures[*]}"
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
