@@ -39,10 +39,11 @@ impl Database {
                 var("POSTGRES_PASSWORD"),
             )?,
         };
-        Ok(Self::new(config, "otobot migrate"))
+        Ok(Self::from_config(config, "otobot migrate"))
     }
 
-    fn new(mut config: Config, application_name: &str) -> Self {
+    /// Wraps a connection configuration, with an application name and a 10 s connect timeout by default.
+    pub fn from_config(mut config: Config, application_name: &str) -> Self {
         if config.get_application_name().is_none() {
             config.application_name(application_name);
         }
@@ -50,6 +51,11 @@ impl Database {
             config.connect_timeout(Duration::from_secs(10));
         }
         Self { config }
+    }
+
+    /// The underlying connection configuration.
+    pub fn pg_config(&self) -> &Config {
+        &self.config
     }
 
     /// The target as a URL with the password masked, e.g. `postgresql://otobot_admin:***@127.0.0.1:5432/otobot_frontend`.

@@ -1,5 +1,16 @@
 //! Otobot: the API server and the `otobot` command line around the vault database.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
 pub mod migrate;
+pub mod rate_limit;
+pub mod request_id;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

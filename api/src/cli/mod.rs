@@ -1,6 +1,7 @@
 //! The `otobot` command line: one module per subcommand.
 
 mod migrate;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -19,12 +20,15 @@ struct Cli {
 enum Command {
     /// Apply pending database migrations, or list them with --status.
     Migrate(migrate::Args),
+    /// Run the internal API (INTERNAL_API_PORT, default 3001) and the audit sealer.
+    Serve(serve::Args),
 }
 
 impl Command {
     async fn run(self) -> Result<()> {
         match self {
             Command::Migrate(args) => migrate::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
         }
     }
 }

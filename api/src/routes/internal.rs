@@ -1,0 +1,177 @@
+//! The internal API n8n calls, authenticated by `x-internal-token`. Each
+//! handler validates its input, then makes one call of a SECURITY DEFINER
+//! function: one database round trip.
+
+use std::collections::HashMap;
+
+use axum::{
+    extract::{rejection::QueryRejection, Path, Query, State},
+    http::header,
+    response::{IntoResponse, Response},
+    routing::get,
+    Extension, Router,
+};
+use uuid::Uuid;
+
+use crate::{
+    auth::Caller,
+    db,
+    error::{ApiError, Result},
+    request_id,
+    state::SharedState,
+};
+
+pub fn router() -> Router<SharedState> {
+    Router::new()
+        .route("/api/internal/user/{user_id}/credentials/{service_name}", get(credentials))
+        .route("/api/internal/user/{user_id}/connections", get(connections))
+        .route("/api/internal/connection-status/{connection_id}", get(connection_status))
+}
+
+/// A canonical hyphenated UUID, or 400 naming the parameter.
+fn uuid_param(value: &str, name: &'static str, code: &'static str) -> Result<Uuid> {
+    match Uuid::try_parse(value) {
+        Ok(id) if value.len() == 36 => Ok(id),
+        _ => Err(ApiError::bad_request(code, format!("{name} must be a UUID"))),
+    }
+}
+
+fn json_text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+const GET_CREDENTIALS: &str =
+    "SELECT r->>'code', r::text FROM otobot.get_user_credentials($1, $2, $3, $4, $5, $6) AS r";
+
+/// Fetch a user's decrypted credential for a service (audited).
+#[utoipa::path(
+    get,
+    path = "/api/internal/user/{userId}/credentials/{serviceName}",
+    tag = "internal",
+    security(("internal_token" = [])),
+    params(
+        ("userId" = Uuid, Path, description = "The user whose credential is fetched"),
+        ("serviceName" = String, Path, description = "A known service code, e.g. google"),
+        ("connectionId" = Option<Uuid>, Query, description = "Pick one connection among several"),
+        ("label" = Option<String>, Query, description = "Pick a connection by label (1–100 characters)"),
+    ),
+    responses(
+        (status = 200, description = "The credential", body = super::openapi::CredentialsResponse),
+        (status = 400, description = "Invalid user id, service, connection id or label", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong x-internal-token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No active connection: hasCredentials is false", body = super::openapi::NotFoundBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = super::openapi::ErrorBody),
+        (status = 500, description = "Internal error, or the stored value failed to decrypt (audited)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Database or keyring unavailable", body = super::openapi::ErrorBody),
+    )
+)]
+pub async fn credentials(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    Path((user_id, service)): Path<(String, String)>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response> {
+    let user_id = uuid_param(&user_id, "userId", "invalid_user_id")?;
+    if service.len() > 63 || !state.knows_service(&service) {
+        return Err(ApiError::bad_request("unknown_service", "serviceName is not a known service code"));
+    }
+    let Query(query) = query.map_err(|_| ApiError::bad_request("invalid_query", "The query string is malformed"))?;
+    let connection_id = query
+        .get("connectionId")
+        .map(|v| uuid_param(v, "connectionId", "invalid_connection_id"))
+        .transpose()?;
+    let label = query.get("label").map(String::as_str);
+    if label.is_some_and(|l| l.is_empty() || l.chars().count() > 100) {
+        return Err(ApiError::bad_request("invalid_label", "label must be 1 to 100 characters"));
+    }
+    let request_id = request_id::current();
+    let row = db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        let statement = client.prepare_cached(GET_CREDENTIALS).await.map_err(db::map_error)?;
+        client
+            .query_one(&statement, &[&user_id, &service, &connection_id, &label, &caller.0, &request_id])
+            .await
+            .map_err(db::map_error)
+    })
+    .await?;
+    let code: Option<String> = row.get(0);
+    match code.as_deref() {
+        None => {
+            state.metrics.credential_read(&caller.0, "ok");
+            Ok(json_text(row.get(1)))
+        }
+        Some("connection_not_found") => {
+            state.metrics.credential_read(&caller.0, "not_found");
+            Err(ApiError::ConnectionNotFound)
+        }
+        Some("decryption_failed") => {
+            state.metrics.credential_read(&caller.0, "decryption_failed");
+            Err(ApiError::DecryptionFailed)
+        }
+        Some(other) => Err(ApiError::Internal(format!("unexpected result code {other}"))),
+    }
+}
+
+/// List a user's connections (metadata only, never secrets).
+#[utoipa::path(
+    get,
+    path = "/api/internal/user/{userId}/connections",
+    tag = "internal",
+    security(("internal_token" = [])),
+    params(("userId" = Uuid, Path, description = "The user")),
+    responses(
+        (status = 200, description = "The user's connections", body = super::openapi::ConnectionsResponse),
+        (status = 400, description = "userId is not a UUID", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong x-internal-token", body = super::openapi::ErrorBody),
+        (status = 429, description = "Rate limited", body = super::openapi::ErrorBody),
+        (status = 503, description = "Database unavailable", body = super::openapi::ErrorBody),
+    )
+)]
+pub async fn connections(State(state): State<SharedState>, Path(user_id): Path<String>) -> Result<Response> {
+    let user_id = uuid_param(&user_id, "userId", "invalid_user_id")?;
+    let body: String = db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        let statement = client
+            .prepare_cached("SELECT otobot.list_user_connections($1)::text")
+            .await
+            .map_err(db::map_error)?;
+        client.query_one(&statement, &[&user_id]).await.map_err(db::map_error)
+    })
+    .await?
+    .get(0);
+    Ok(json_text(body))
+}
+
+/// A connection's status: valid, refresh_needed, expired or revoked.
+#[utoipa::path(
+    get,
+    path = "/api/internal/connection-status/{connectionId}",
+    tag = "internal",
+    security(("internal_token" = [])),
+    params(("connectionId" = Uuid, Path, description = "The connection")),
+    responses(
+        (status = 200, description = "The status", body = super::openapi::StatusResponse),
+        (status = 400, description = "connectionId is not a UUID", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong x-internal-token", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such connection", body = super::openapi::NotFoundBody),
+        (status = 429, description = "Rate limited", body = super::openapi::ErrorBody),
+        (status = 503, description = "Database unavailable", body = super::openapi::ErrorBody),
+    )
+)]
+pub async fn connection_status(State(state): State<SharedState>, Path(connection_id): Path<String>) -> Result<Response> {
+    let connection_id = uuid_param(&connection_id, "connectionId", "invalid_connection_id")?;
+    let body: Option<String> = db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        let statement = client
+            .prepare_cached("SELECT otobot.connection_status($1, $2)::text")
+            .await
+            .map_err(db::map_error)?;
+        client
+            .query_one(&statement, &[&connection_id, &state.refresh_window_seconds])
+            .await
+            .map_err(db::map_error)
+    })
+    .await?
+    .get(0);
+    body.map(json_text).ok_or(ApiError::ConnectionNotFound)
+}

@@ -1,0 +1,174 @@
+//! Building and running `otobot serve`: settings → pool (keyring checked)
+//! → state → router → listener; background sealer and catalogue refresh;
+//! graceful shutdown.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use anyhow::{anyhow, Context, Result};
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{
+    auth::InternalTokens,
+    db,
+    metrics::Metrics,
+    rate_limit::RateLimit,
+    routes,
+    settings::Settings,
+    state::{AppState, SharedState},
+};
+
+pub struct Application {
+    listener: TcpListener,
+    state: SharedState,
+    seal_interval: Duration,
+}
+
+/// Most audit rows one sealing transaction chains.
+const SEAL_BATCH: i32 = 10_000;
+
+async fn load_services(state: &AppState) -> Result<HashSet<String>, crate::error::ApiError> {
+    let client = db::client(&state.pool).await?;
+    let row = client
+        .query_one("SELECT otobot.list_services()", &[])
+        .await
+        .map_err(db::map_error)?;
+    let list: serde_json::Value = row.get(0);
+    Ok(list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("code").and_then(|c| c.as_str()).map(str::to_owned))
+        .collect())
+}
+
+impl Application {
+    /// Connects (loading and checking every key version), then binds the port.
+    /// Fails with one clear message when a key does not match the database.
+    pub async fn build(mut settings: Settings) -> Result<Self> {
+        let keys = Arc::new(std::mem::replace(
+            &mut settings.keys,
+            crate::settings::KeySet { current: placeholder_key(), old: Vec::new() },
+        ));
+        let pool = db::pool(&settings, keys);
+        // Open one session now: a wrong key or a missing extension stops start-up.
+        drop(pool.get().await.map_err(|e| anyhow!(db::describe_pool_error(&e)))?);
+
+        let state = Arc::new(AppState {
+            pool,
+            tokens: InternalTokens::new(&settings.internal_tokens),
+            limit: RateLimit::new(settings.rate_limit_max, settings.rate_limit_window),
+            public_limit: RateLimit::new(settings.rate_limit_max.saturating_mul(10), settings.rate_limit_window),
+            metrics: Arc::new(Metrics::default()),
+            services: RwLock::new(Arc::new(HashSet::new())),
+            refresh_window_seconds: settings.refresh_window_seconds,
+            db_timeout: settings.db_timeout,
+        });
+        let services = load_services(&state).await.map_err(|e| anyhow!("cannot read the service catalogue: {e}"))?;
+        *state.services.write().expect("not poisoned") = Arc::new(services);
+
+        let address = SocketAddr::new(settings.host, settings.port);
+        let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+        Ok(Self { listener, state, seal_interval: settings.audit_seal_interval })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` completes; in-flight requests finish, then the
+    /// audit rows of this process are sealed one last time.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let background = tokio::spawn(background(self.state.clone(), self.seal_interval, stop_rx));
+        tracing::info!(address = %self.local_addr(), "otobot serve listening");
+        let app = routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.context("server error")?;
+        let _ = stop_tx.send(true);
+        let _ = background.await;
+        seal_once(&self.state).await;
+        tracing::info!("otobot serve stopped");
+        Ok(())
+    }
+}
+
+fn placeholder_key() -> crate::settings::MasterKey {
+    crate::settings::MasterKey { version: 0, key: secrecy::SecretBox::new(Box::new([0u8; 32])) }
+}
+
+async fn seal_once(state: &AppState) -> Option<i32> {
+    let result = db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        let row = client
+            .query_one("SELECT otobot.seal_audit_chain($1)", &[&SEAL_BATCH])
+            .await
+            .map_err(db::map_error)?;
+        Ok::<i32, crate::error::ApiError>(row.get(0))
+    })
+    .await;
+    match result {
+        Ok(n) => Some(n),
+        Err(error) => {
+            tracing::warn!(%error, "audit sealing failed; will retry");
+            None
+        }
+    }
+}
+
+/// The audit sealer (every `seal_interval`), the service catalogue refresh
+/// and the rate limiter's housekeeping.
+async fn background(state: SharedState, seal_interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut seal = tokio::time::interval(seal_interval);
+    let mut slow = tokio::time::interval(Duration::from_secs(30));
+    seal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    slow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = seal.tick() => {
+                // A full batch means more are waiting: go on at once.
+                while seal_once(&state).await == Some(SEAL_BATCH) {}
+            }
+            _ = slow.tick() => {
+                match load_services(&state).await {
+                    Ok(services) if !services.is_empty() => {
+                        if let Ok(mut s) = state.services.write() { *s = Arc::new(services) }
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "service catalogue refresh failed"),
+                }
+                state.limit.forget_idle();
+                state.public_limit.forget_idle();
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}
