@@ -27,7 +27,12 @@ impl InternalTokens {
         Self {
             digests: tokens
                 .iter()
-                .map(|t| (t.name.clone(), Sha256::digest(t.token.expose_secret().as_bytes()).into()))
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        Sha256::digest(t.token.expose_secret().as_bytes()).into(),
+                    )
+                })
                 .collect(),
         }
     }

@@ -12,16 +12,36 @@ use deadpool_postgres::{
 use secrecy::ExposeSecret;
 use tokio_postgres::{error::SqlState, NoTls};
 
-use crate::{error::ApiError, settings::{KeySet, Settings}};
+use crate::{
+    error::ApiError,
+    settings::{KeySet, Settings},
+};
 
 const LOAD_KEY: &str = "SELECT otobot.otobot_load_key($1, $2, $3)";
 
-async fn load_keys(client: &deadpool_postgres::ClientWrapper, keys: &KeySet) -> Result<(), tokio_postgres::Error> {
+async fn load_keys(
+    client: &deadpool_postgres::ClientWrapper,
+    keys: &KeySet,
+) -> Result<(), tokio_postgres::Error> {
     for key in &keys.old {
-        client.execute(LOAD_KEY, &[&key.version, &key.key.expose_secret().as_slice(), &false]).await?;
+        client
+            .execute(
+                LOAD_KEY,
+                &[&key.version, &key.key.expose_secret().as_slice(), &false],
+            )
+            .await?;
     }
     let current = &keys.current;
-    client.execute(LOAD_KEY, &[&current.version, &current.key.expose_secret().as_slice(), &true]).await?;
+    client
+        .execute(
+            LOAD_KEY,
+            &[
+                &current.version,
+                &current.key.expose_secret().as_slice(),
+                &true,
+            ],
+        )
+        .await?;
     Ok(())
 }
 
@@ -30,10 +50,18 @@ async fn load_keys(client: &deadpool_postgres::ClientWrapper, keys: &KeySet) -> 
 pub fn pool(settings: &Settings, keys: Arc<KeySet>) -> Pool {
     let mut config = settings.database.pg_config().clone();
     let statement_ms = settings.db_timeout.as_millis();
-    config.options(format!("-c TimeZone=UTC -c statement_timeout={statement_ms}"));
+    config.options(format!(
+        "-c TimeZone=UTC -c statement_timeout={statement_ms}"
+    ));
     config.connect_timeout(settings.db_timeout);
     config.keepalives_idle(Duration::from_secs(30));
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
     Pool::builder(manager)
         .max_size(settings.pool_size)
         .runtime(Runtime::Tokio1)
@@ -74,7 +102,9 @@ pub fn describe_pool_error(error: &PoolError) -> String {
 
 /// A pooled session, or 503.
 pub async fn client(pool: &Pool) -> Result<Object, ApiError> {
-    pool.get().await.map_err(|e| ApiError::Unavailable(describe_pool_error(&e)))
+    pool.get()
+        .await
+        .map_err(|e| ApiError::Unavailable(describe_pool_error(&e)))
 }
 
 /// Maps a database error to the API's error: unavailability is 503, a
@@ -86,15 +116,24 @@ pub fn map_error(error: tokio_postgres::Error) -> ApiError {
     let code = db.code().code();
     match code {
         // no key loaded, statement timeout, connection and resource classes
-        "55000" | "57014" | "57P01" | "57P02" | "57P03" | "53300" => ApiError::Unavailable(db.message().to_owned()),
+        "55000" | "57014" | "57P01" | "57P02" | "57P03" | "53300" => {
+            ApiError::Unavailable(db.message().to_owned())
+        }
         c if c.starts_with("08") => ApiError::Unavailable(db.message().to_owned()),
         // SECURITY: our functions' argument errors name the problem, not a value.
-        "22023" | "P0002" | "23502" => ApiError::bad_request("invalid_input", db.message().trim_start_matches("otobot: ")),
+        "22023" | "P0002" | "23502" => {
+            ApiError::bad_request("invalid_input", db.message().trim_start_matches("otobot: "))
+        }
         _ => ApiError::Internal(format!("{code}: {}", db.message())),
     }
 }
 
 /// Runs `f` within the database timeout; a slow database is 503, not a hang.
-pub async fn within<T>(timeout: Duration, f: impl std::future::Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
-    tokio::time::timeout(timeout, f).await.unwrap_or_else(|_| Err(ApiError::Unavailable("database call timed out".into())))
+pub async fn within<T>(
+    timeout: Duration,
+    f: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(timeout, f)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::Unavailable("database call timed out".into())))
 }

@@ -43,7 +43,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest { code, message: message.into() }
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -75,11 +78,16 @@ impl ApiError {
             Self::Unauthorized => "Invalid or missing internal token".into(),
             Self::ConnectionNotFound => "Connection not found".into(),
             Self::RateLimited { retry_after, .. } => {
-                format!("Too many requests: retry in {} s", retry_after.as_secs().max(1))
+                format!(
+                    "Too many requests: retry in {} s",
+                    retry_after.as_secs().max(1)
+                )
             }
             Self::Unavailable(_) => "Service temporarily unavailable".into(),
             Self::Internal(_) => "Internal server error".into(),
-            Self::DecryptionFailed => "The stored credential could not be decrypted; the failure was audited".into(),
+            Self::DecryptionFailed => {
+                "The stored credential could not be decrypted; the failure was audited".into()
+            }
         }
     }
 }
@@ -90,7 +98,9 @@ impl IntoResponse for ApiError {
         match &self {
             Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
             Self::Unavailable(detail) => tracing::warn!(error = %detail, "service unavailable"),
-            Self::DecryptionFailed => tracing::error!("a stored credential failed to decrypt (audited as decrypt_failed)"),
+            Self::DecryptionFailed => {
+                tracing::error!("a stored credential failed to decrypt (audited as decrypt_failed)")
+            }
             _ => {}
         }
         let mut body = json!({

@@ -46,23 +46,63 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("otobot");
         let requests = Family::<HttpLabels, Counter>::default();
         let latency = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
         });
         let credential_reads = Family::<ReadLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by method, route and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
-        registry.register("credential_reads", "Credential fetches by caller and outcome", credential_reads.clone());
-        let (pool_size, pool_available, pool_waiting) = (Gauge::default(), Gauge::default(), Gauge::default());
-        registry.register("db_pool_connections", "Open database connections", pool_size.clone());
-        registry.register("db_pool_available", "Idle database connections", pool_available.clone());
-        registry.register("db_pool_waiting", "Requests waiting for a database connection", pool_waiting.clone());
-        Self { registry, requests, latency, credential_reads, pool_size, pool_available, pool_waiting }
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "credential_reads",
+            "Credential fetches by caller and outcome",
+            credential_reads.clone(),
+        );
+        let (pool_size, pool_available, pool_waiting) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register(
+            "db_pool_connections",
+            "Open database connections",
+            pool_size.clone(),
+        );
+        registry.register(
+            "db_pool_available",
+            "Idle database connections",
+            pool_available.clone(),
+        );
+        registry.register(
+            "db_pool_waiting",
+            "Requests waiting for a database connection",
+            pool_waiting.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            credential_reads,
+            pool_size,
+            pool_available,
+            pool_waiting,
+        }
     }
 }
 
 impl Metrics {
     pub fn credential_read(&self, caller: &str, outcome: &'static str) {
-        self.credential_reads.get_or_create(&ReadLabels { caller: caller.to_owned(), outcome }).inc();
+        self.credential_reads
+            .get_or_create(&ReadLabels {
+                caller: caller.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     /// The text exposition, with the pool gauges refreshed.
@@ -72,20 +112,31 @@ impl Metrics {
         self.pool_available.set(status.available as i64);
         self.pool_waiting.set(status.waiting as i64);
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
 
 /// Route-level middleware: counts and times each matched request.
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().to_string();
     let started = Instant::now();
     let mut response = next.run(request).await;
-    let labels = HttpLabels { method, route: route.clone(), status: response.status().as_u16() };
+    let labels = HttpLabels {
+        method,
+        route: route.clone(),
+        status: response.status().as_u16(),
+    };
     metrics.requests.get_or_create(&labels).inc();
-    metrics.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
     response.extensions_mut().insert(RouteLabel(route));
     response
 }

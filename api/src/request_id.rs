@@ -19,7 +19,9 @@ pub fn current() -> String {
 /// The database accepts request ids of 1–128 characters of this set.
 pub fn is_valid(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/+=-".contains(&b))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:/+=-".contains(&b))
 }
 
 pub async fn middleware(request: Request, next: Next) -> Response {
@@ -38,7 +40,10 @@ pub async fn middleware(request: Request, next: Next) -> Response {
     let mut response = REQUEST_ID
         .scope(id.clone(), next.run(request).instrument(span.clone()))
         .await;
-    let route = response.extensions().get::<crate::metrics::RouteLabel>().map_or("unmatched", |r| r.0.as_str());
+    let route = response
+        .extensions()
+        .get::<crate::metrics::RouteLabel>()
+        .map_or("unmatched", |r| r.0.as_str());
     span.in_scope(|| {
         tracing::info!(
             %route,

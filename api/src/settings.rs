@@ -75,7 +75,9 @@ impl Settings {
                 None => Ok(default),
                 Some(v) => match v.trim().parse::<u64>() {
                     Ok(n) if (min..=max).contains(&n) => Ok(n),
-                    _ => err(format!("{name} must be a whole number between {min} and {max}")),
+                    _ => err(format!(
+                        "{name} must be a whole number between {min} and {max}"
+                    )),
                 },
             }
         };
@@ -83,28 +85,44 @@ impl Settings {
         let database = api_database(&var)?;
         let host = match var("INTERNAL_API_HOST") {
             None => IpAddr::from([127, 0, 0, 1]),
-            Some(h) => h.trim().parse().map_err(|_| ConfigError("INTERNAL_API_HOST must be an IP address".into()))?,
+            Some(h) => h
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError("INTERNAL_API_HOST must be an IP address".into()))?,
         };
         let port = number("INTERNAL_API_PORT", 3001, 0, 65535)? as u16;
 
         let current_version = number("ENCRYPTION_KEY_VERSION", 1, 1, i32::MAX as u64)? as i32;
         let Some(master) = var("ENCRYPTION_MASTER_KEY") else {
-            return err("ENCRYPTION_MASTER_KEY is not set: it must be 64 hex characters (32 bytes)");
+            return err(
+                "ENCRYPTION_MASTER_KEY is not set: it must be 64 hex characters (32 bytes)",
+            );
         };
         let current = MasterKey {
             version: current_version,
-            key: parse_key(&master)
-                .ok_or_else(|| ConfigError("ENCRYPTION_MASTER_KEY must be 64 hex characters (32 bytes)".into()))?,
+            key: parse_key(&master).ok_or_else(|| {
+                ConfigError("ENCRYPTION_MASTER_KEY must be 64 hex characters (32 bytes)".into())
+            })?,
         };
         let mut old = Vec::new();
-        for entry in var("ENCRYPTION_OLD_KEYS").iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
-            let bad = || ConfigError("ENCRYPTION_OLD_KEYS must be version:hex pairs, each key 64 hex characters, separated by commas".into());
+        for entry in var("ENCRYPTION_OLD_KEYS")
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let bad = || {
+                ConfigError("ENCRYPTION_OLD_KEYS must be version:hex pairs, each key 64 hex characters, separated by commas".into())
+            };
             let (v, k) = entry.split_once(':').ok_or_else(bad)?;
             let version: i32 = v.trim().parse().ok().filter(|v| *v >= 1).ok_or_else(bad)?;
             if version == current_version || old.iter().any(|k: &MasterKey| k.version == version) {
                 return err(format!("ENCRYPTION_OLD_KEYS lists key version {version} twice (or the current ENCRYPTION_KEY_VERSION)"));
             }
-            old.push(MasterKey { version, key: parse_key(k.trim()).ok_or_else(bad)? });
+            old.push(MasterKey {
+                version,
+                key: parse_key(k.trim()).ok_or_else(bad)?,
+            });
         }
 
         let mut internal_tokens = Vec::new();
@@ -114,8 +132,16 @@ impl Settings {
         if n8n.trim().len() < MIN_TOKEN_LEN {
             return err(format!("N8N_INTERNAL_TOKEN must be at least {MIN_TOKEN_LEN} characters (use `openssl rand -hex 32`)"));
         }
-        internal_tokens.push(InternalToken { name: "n8n".into(), token: SecretString::from(n8n.trim().to_owned()) });
-        for entry in var("INTERNAL_TOKENS").iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        internal_tokens.push(InternalToken {
+            name: "n8n".into(),
+            token: SecretString::from(n8n.trim().to_owned()),
+        });
+        for entry in var("INTERNAL_TOKENS")
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let bad = || {
                 ConfigError(format!(
                     "INTERNAL_TOKENS must be name:token pairs separated by commas, names of a-z 0-9 _ . - and tokens of at least {MIN_TOKEN_LEN} characters"
@@ -127,12 +153,20 @@ impl Settings {
                 return Err(bad());
             }
             if internal_tokens.iter().any(|t| t.name == name) {
-                return err(format!("INTERNAL_TOKENS names the caller {name:?} twice (n8n is N8N_INTERNAL_TOKEN)"));
+                return err(format!(
+                    "INTERNAL_TOKENS names the caller {name:?} twice (n8n is N8N_INTERNAL_TOKEN)"
+                ));
             }
-            internal_tokens.push(InternalToken { name: name.to_owned(), token: SecretString::from(token.trim().to_owned()) });
+            internal_tokens.push(InternalToken {
+                name: name.to_owned(),
+                token: SecretString::from(token.trim().to_owned()),
+            });
         }
         for (i, a) in internal_tokens.iter().enumerate() {
-            if internal_tokens[..i].iter().any(|b| b.token.expose_secret() == a.token.expose_secret()) {
+            if internal_tokens[..i]
+                .iter()
+                .any(|b| b.token.expose_secret() == a.token.expose_secret())
+            {
                 return err(format!("INTERNAL_TOKENS: the token of {:?} is also used by another caller; each caller needs its own", a.name));
             }
         }
@@ -144,11 +178,21 @@ impl Settings {
             keys: KeySet { current, old },
             internal_tokens,
             rate_limit_max: number("RATE_LIMIT_MAX_REQUESTS", 100, 1, 10_000_000)? as u32,
-            rate_limit_window: Duration::from_secs(number("RATE_LIMIT_WINDOW_SECONDS", 900, 1, 86_400)?),
+            rate_limit_window: Duration::from_secs(number(
+                "RATE_LIMIT_WINDOW_SECONDS",
+                900,
+                1,
+                86_400,
+            )?),
             refresh_window_seconds: number("REFRESH_WINDOW_SECONDS", 600, 0, 86_400)? as i32,
             pool_size: number("DATABASE_POOL_SIZE", 16, 1, 1000)? as usize,
             db_timeout: Duration::from_millis(number("DATABASE_TIMEOUT_MS", 5000, 100, 600_000)?),
-            audit_seal_interval: Duration::from_millis(number("AUDIT_SEAL_INTERVAL_MS", 1000, 50, 3_600_000)?),
+            audit_seal_interval: Duration::from_millis(number(
+                "AUDIT_SEAL_INTERVAL_MS",
+                1000,
+                50,
+                3_600_000,
+            )?),
             json_logs: match var("LOG_FORMAT").as_deref().map(str::trim) {
                 None | Some("text") => false,
                 Some("json") => true,
@@ -164,7 +208,8 @@ pub fn valid_caller_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(c))
 }
 
 fn parse_key(hex_key: &str) -> Option<SecretBox<[u8; 32]>> {
@@ -179,11 +224,15 @@ fn parse_key(hex_key: &str) -> Option<SecretBox<[u8; 32]>> {
 fn api_database(var: &impl Fn(&str) -> Option<String>) -> Result<Database> {
     let config = match var("DATABASE_URL") {
         // SECURITY: tokio-postgres parse errors name the option, never its value.
-        Some(url) => Config::from_str(&url).map_err(|_| ConfigError("DATABASE_URL is not a valid PostgreSQL URL".into()))?,
+        Some(url) => Config::from_str(&url)
+            .map_err(|_| ConfigError("DATABASE_URL is not a valid PostgreSQL URL".into()))?,
         None => {
             let port = match var("FRONTEND_DB_PORT") {
                 None => 5432,
-                Some(p) => p.trim().parse().map_err(|_| ConfigError("FRONTEND_DB_PORT must be a port number".into()))?,
+                Some(p) => p
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError("FRONTEND_DB_PORT must be a port number".into()))?,
             };
             let mut config = Config::new();
             config
@@ -209,8 +258,13 @@ mod tests {
     const TOKEN: &str = "n8n-token-0123456789abcdef0123456789abcdef";
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings> {
-        let mut all: HashMap<String, String> =
-            [("ENCRYPTION_MASTER_KEY", KEY), ("N8N_INTERNAL_TOKEN", TOKEN)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut all: HashMap<String, String> = [
+            ("ENCRYPTION_MASTER_KEY", KEY),
+            ("N8N_INTERNAL_TOKEN", TOKEN),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         for (k, v) in vars {
             all.insert(k.to_string(), v.to_string());
         }
@@ -227,18 +281,34 @@ mod tests {
     #[test]
     fn defaults_follow_the_seed() {
         let s = settings(&[]).unwrap();
-        assert_eq!((s.port, s.rate_limit_max, s.rate_limit_window.as_secs()), (3001, 100, 900));
+        assert_eq!(
+            (s.port, s.rate_limit_max, s.rate_limit_window.as_secs()),
+            (3001, 100, 900)
+        );
         assert_eq!(s.keys.current.version, 1);
         assert_eq!(s.internal_tokens[0].name, "n8n");
-        assert_eq!(s.database.redacted(), "postgresql://otobot_api@127.0.0.1:5432/otobot_frontend");
+        assert_eq!(
+            s.database.redacted(),
+            "postgresql://otobot_api@127.0.0.1:5432/otobot_frontend"
+        );
     }
 
     #[test]
     fn a_malformed_master_key_names_the_variable_and_the_expected_form() {
-        for bad in ["abc", &KEY[..63], &format!("{KEY}00"), &KEY.replace('a', "g")] {
-            assert_eq!(error(&[("ENCRYPTION_MASTER_KEY", bad)]), "ENCRYPTION_MASTER_KEY must be 64 hex characters (32 bytes)");
+        for bad in [
+            "abc",
+            &KEY[..63],
+            &format!("{KEY}00"),
+            &KEY.replace('a', "g"),
+        ] {
+            assert_eq!(
+                error(&[("ENCRYPTION_MASTER_KEY", bad)]),
+                "ENCRYPTION_MASTER_KEY must be 64 hex characters (32 bytes)"
+            );
         }
-        assert!(error(&[("ENCRYPTION_MASTER_KEY", "")]).starts_with("ENCRYPTION_MASTER_KEY is not set"));
+        assert!(
+            error(&[("ENCRYPTION_MASTER_KEY", "")]).starts_with("ENCRYPTION_MASTER_KEY is not set")
+        );
     }
 
     #[test]
@@ -251,9 +321,18 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.keys.current.version, 3);
-        assert_eq!(s.keys.old.iter().map(|k| k.version).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            s.keys.old.iter().map(|k| k.version).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert_eq!(s.keys.old[0].key.expose_secret()[0], 0xff);
-        assert_eq!(s.internal_tokens.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["n8n", "tooljet", "cron"]);
+        assert_eq!(
+            s.internal_tokens
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["n8n", "tooljet", "cron"]
+        );
     }
 
     #[test]
@@ -262,18 +341,35 @@ mod tests {
             ("ENCRYPTION_OLD_KEYS", "1:zz", "ENCRYPTION_OLD_KEYS"),
             ("ENCRYPTION_OLD_KEYS", &format!("1:{KEY}"), "twice"),
             ("ENCRYPTION_KEY_VERSION", "0", "ENCRYPTION_KEY_VERSION"),
-            ("N8N_INTERNAL_TOKEN", "short-secret", "N8N_INTERNAL_TOKEN must be at least 32"),
-            ("INTERNAL_TOKENS", "Bad Name:0123456789abcdef0123456789abcdef", "INTERNAL_TOKENS"),
+            (
+                "N8N_INTERNAL_TOKEN",
+                "short-secret",
+                "N8N_INTERNAL_TOKEN must be at least 32",
+            ),
+            (
+                "INTERNAL_TOKENS",
+                "Bad Name:0123456789abcdef0123456789abcdef",
+                "INTERNAL_TOKENS",
+            ),
             ("INTERNAL_TOKENS", &format!("other:{TOKEN}"), "also used"),
             ("RATE_LIMIT_MAX_REQUESTS", "lots", "RATE_LIMIT_MAX_REQUESTS"),
             ("INTERNAL_API_PORT", "70000", "INTERNAL_API_PORT"),
-            ("DATABASE_URL", "postgresql://u:hunter2@h:port/db", "DATABASE_URL"),
+            (
+                "DATABASE_URL",
+                "postgresql://u:hunter2@h:port/db",
+                "DATABASE_URL",
+            ),
             ("LOG_FORMAT", "xml", "LOG_FORMAT"),
         ];
         for (name, value, expected) in cases {
             let e = error(&[(name, value)]);
             assert!(e.contains(expected), "{name}={value}: {e}");
-            assert!(!e.contains("hunter2") && !e.contains("short-secret") && !e.contains("0123456789abcdef"), "{e}");
+            assert!(
+                !e.contains("hunter2")
+                    && !e.contains("short-secret")
+                    && !e.contains("0123456789abcdef"),
+                "{e}"
+            );
         }
         assert!(error(&[("N8N_INTERNAL_TOKEN", "")]).starts_with("N8N_INTERNAL_TOKEN is not set"));
     }

@@ -53,32 +53,52 @@ impl Application {
     pub async fn build(mut settings: Settings) -> Result<Self> {
         let keys = Arc::new(std::mem::replace(
             &mut settings.keys,
-            crate::settings::KeySet { current: placeholder_key(), old: Vec::new() },
+            crate::settings::KeySet {
+                current: placeholder_key(),
+                old: Vec::new(),
+            },
         ));
         let pool = db::pool(&settings, keys);
         // Open one session now: a wrong key or a missing extension stops start-up.
-        drop(pool.get().await.map_err(|e| anyhow!(db::describe_pool_error(&e)))?);
+        drop(
+            pool.get()
+                .await
+                .map_err(|e| anyhow!(db::describe_pool_error(&e)))?,
+        );
 
         let state = Arc::new(AppState {
             pool,
             tokens: InternalTokens::new(&settings.internal_tokens),
             limit: RateLimit::new(settings.rate_limit_max, settings.rate_limit_window),
-            public_limit: RateLimit::new(settings.rate_limit_max.saturating_mul(10), settings.rate_limit_window),
+            public_limit: RateLimit::new(
+                settings.rate_limit_max.saturating_mul(10),
+                settings.rate_limit_window,
+            ),
             metrics: Arc::new(Metrics::default()),
             services: RwLock::new(Arc::new(HashSet::new())),
             refresh_window_seconds: settings.refresh_window_seconds,
             db_timeout: settings.db_timeout,
         });
-        let services = load_services(&state).await.map_err(|e| anyhow!("cannot read the service catalogue: {e}"))?;
+        let services = load_services(&state)
+            .await
+            .map_err(|e| anyhow!("cannot read the service catalogue: {e}"))?;
         *state.services.write().expect("not poisoned") = Arc::new(services);
 
         let address = SocketAddr::new(settings.host, settings.port);
-        let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
-        Ok(Self { listener, state, seal_interval: settings.audit_seal_interval })
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        Ok(Self {
+            listener,
+            state,
+            seal_interval: settings.audit_seal_interval,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> SharedState {
@@ -87,12 +107,19 @@ impl Application {
 
     /// Serves until `shutdown` completes; in-flight requests finish, then the
     /// audit rows of this process are sealed one last time.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let background = tokio::spawn(background(self.state.clone(), self.seal_interval, stop_rx));
         tracing::info!(address = %self.local_addr(), "otobot serve listening");
-        let app = routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.context("server error")?;
+        let app =
+            routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("server error")?;
         let _ = stop_tx.send(true);
         let _ = background.await;
         seal_once(&self.state).await;
@@ -102,7 +129,10 @@ impl Application {
 }
 
 fn placeholder_key() -> crate::settings::MasterKey {
-    crate::settings::MasterKey { version: 0, key: secrecy::SecretBox::new(Box::new([0u8; 32])) }
+    crate::settings::MasterKey {
+        version: 0,
+        key: secrecy::SecretBox::new(Box::new([0u8; 32])),
+    }
 }
 
 async fn seal_once(state: &AppState) -> Option<i32> {

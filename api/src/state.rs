@@ -26,7 +26,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn knows_service(&self, code: &str) -> bool {
-        self.services.read().map(|s| s.contains(code)).unwrap_or(false)
+        self.services
+            .read()
+            .map(|s| s.contains(code))
+            .unwrap_or(false)
     }
 }
 

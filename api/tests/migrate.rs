@@ -1,10 +1,13 @@
 //! `otobot migrate` against a real PostgreSQL: each test gets a fresh database, dropped at the end.
 //! Admin connection: `OTOBOT_TEST_ADMIN_URL` (default `postgresql://postgres@127.0.0.1:5432/postgres`).
 
-use std::{process::Command, str::FromStr, time::Duration};
+use std::{process::Command, time::Duration};
 
+mod common;
+
+use common::{admin, TestDb};
 use otobot_api::migrate::{self, Error, Migration, State};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::Client;
 
 const T1: Migration = Migration {
     version: 1,
@@ -21,66 +24,6 @@ const T3: Migration = Migration {
     name: "0003_t3.sql",
     sql: "CREATE TABLE t3 (id int);",
 };
-
-fn admin_url() -> String {
-    std::env::var("OTOBOT_TEST_ADMIN_URL")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A fresh, uniquely named database, dropped when this value is.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn new() -> Self {
-        let name = format!("otobot_test_{}", uuid::Uuid::new_v4().simple());
-        admin(&format!("CREATE DATABASE {name}")).await;
-        let mut url = url::Url::parse(&admin_url()).expect("OTOBOT_TEST_ADMIN_URL is a URL");
-        url.set_path(&name);
-        Self {
-            name,
-            url: url.into(),
-        }
-    }
-
-    async fn client(&self) -> Client {
-        let (client, connection) = Config::from_str(&self.url)
-            .unwrap()
-            .connect(NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        // Its own thread and runtime: a test's runtime may be gone or busy by now.
-        let dropped = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .unwrap()
-                .block_on(admin(&sql));
-        })
-        .join();
-        if dropped.is_err() && !std::thread::panicking() {
-            panic!("cannot drop database {}", self.name);
-        }
-    }
-}
-
-async fn admin(sql: &str) {
-    let (client, connection) = Config::from_str(&admin_url())
-        .unwrap()
-        .connect(NoTls)
-        .await
-        .expect("admin connection");
-    tokio::spawn(connection);
-    client.batch_execute(sql).await.unwrap();
-}
 
 async fn table_exists(client: &Client, table: &str) -> bool {
     client

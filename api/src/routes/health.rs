@@ -12,7 +12,9 @@ use serde_json::json;
 use crate::{db, error::ApiError, request_id, state::SharedState};
 
 pub fn router() -> Router<SharedState> {
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
 }
 
 /// Liveness and readiness: 200 when the database answers and this process's
@@ -67,7 +69,10 @@ pub async fn health(State(state): State<SharedState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<SharedState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(&state.pool),
     )
         .into_response()

@@ -23,16 +23,25 @@ use crate::{
 
 pub fn router() -> Router<SharedState> {
     Router::new()
-        .route("/api/internal/user/{user_id}/credentials/{service_name}", get(credentials))
+        .route(
+            "/api/internal/user/{user_id}/credentials/{service_name}",
+            get(credentials),
+        )
         .route("/api/internal/user/{user_id}/connections", get(connections))
-        .route("/api/internal/connection-status/{connection_id}", get(connection_status))
+        .route(
+            "/api/internal/connection-status/{connection_id}",
+            get(connection_status),
+        )
 }
 
 /// A canonical hyphenated UUID, or 400 naming the parameter.
 fn uuid_param(value: &str, name: &'static str, code: &'static str) -> Result<Uuid> {
     match Uuid::try_parse(value) {
         Ok(id) if value.len() == 36 => Ok(id),
-        _ => Err(ApiError::bad_request(code, format!("{name} must be a UUID"))),
+        _ => Err(ApiError::bad_request(
+            code,
+            format!("{name} must be a UUID"),
+        )),
     }
 }
 
@@ -73,23 +82,43 @@ pub async fn credentials(
 ) -> Result<Response> {
     let user_id = uuid_param(&user_id, "userId", "invalid_user_id")?;
     if service.len() > 63 || !state.knows_service(&service) {
-        return Err(ApiError::bad_request("unknown_service", "serviceName is not a known service code"));
+        return Err(ApiError::bad_request(
+            "unknown_service",
+            "serviceName is not a known service code",
+        ));
     }
-    let Query(query) = query.map_err(|_| ApiError::bad_request("invalid_query", "The query string is malformed"))?;
+    let Query(query) = query
+        .map_err(|_| ApiError::bad_request("invalid_query", "The query string is malformed"))?;
     let connection_id = query
         .get("connectionId")
         .map(|v| uuid_param(v, "connectionId", "invalid_connection_id"))
         .transpose()?;
     let label = query.get("label").map(String::as_str);
     if label.is_some_and(|l| l.is_empty() || l.chars().count() > 100) {
-        return Err(ApiError::bad_request("invalid_label", "label must be 1 to 100 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_label",
+            "label must be 1 to 100 characters",
+        ));
     }
     let request_id = request_id::current();
     let row = db::within(state.db_timeout, async {
         let client = db::client(&state.pool).await?;
-        let statement = client.prepare_cached(GET_CREDENTIALS).await.map_err(db::map_error)?;
+        let statement = client
+            .prepare_cached(GET_CREDENTIALS)
+            .await
+            .map_err(db::map_error)?;
         client
-            .query_one(&statement, &[&user_id, &service, &connection_id, &label, &caller.0, &request_id])
+            .query_one(
+                &statement,
+                &[
+                    &user_id,
+                    &service,
+                    &connection_id,
+                    &label,
+                    &caller.0,
+                    &request_id,
+                ],
+            )
             .await
             .map_err(db::map_error)
     })
@@ -105,10 +134,14 @@ pub async fn credentials(
             Err(ApiError::ConnectionNotFound)
         }
         Some("decryption_failed") => {
-            state.metrics.credential_read(&caller.0, "decryption_failed");
+            state
+                .metrics
+                .credential_read(&caller.0, "decryption_failed");
             Err(ApiError::DecryptionFailed)
         }
-        Some(other) => Err(ApiError::Internal(format!("unexpected result code {other}"))),
+        Some(other) => Err(ApiError::Internal(format!(
+            "unexpected result code {other}"
+        ))),
     }
 }
 
@@ -127,7 +160,10 @@ pub async fn credentials(
         (status = 503, description = "Database unavailable", body = super::openapi::ErrorBody),
     )
 )]
-pub async fn connections(State(state): State<SharedState>, Path(user_id): Path<String>) -> Result<Response> {
+pub async fn connections(
+    State(state): State<SharedState>,
+    Path(user_id): Path<String>,
+) -> Result<Response> {
     let user_id = uuid_param(&user_id, "userId", "invalid_user_id")?;
     let body: String = db::within(state.db_timeout, async {
         let client = db::client(&state.pool).await?;
@@ -135,7 +171,10 @@ pub async fn connections(State(state): State<SharedState>, Path(user_id): Path<S
             .prepare_cached("SELECT otobot.list_user_connections($1)::text")
             .await
             .map_err(db::map_error)?;
-        client.query_one(&statement, &[&user_id]).await.map_err(db::map_error)
+        client
+            .query_one(&statement, &[&user_id])
+            .await
+            .map_err(db::map_error)
     })
     .await?
     .get(0);
@@ -158,7 +197,10 @@ pub async fn connections(State(state): State<SharedState>, Path(user_id): Path<S
         (status = 503, description = "Database unavailable", body = super::openapi::ErrorBody),
     )
 )]
-pub async fn connection_status(State(state): State<SharedState>, Path(connection_id): Path<String>) -> Result<Response> {
+pub async fn connection_status(
+    State(state): State<SharedState>,
+    Path(connection_id): Path<String>,
+) -> Result<Response> {
     let connection_id = uuid_param(&connection_id, "connectionId", "invalid_connection_id")?;
     let body: Option<String> = db::within(state.db_timeout, async {
         let client = db::client(&state.pool).await?;

@@ -16,7 +16,10 @@ use axum::{
 use crate::{auth::Caller, error::ApiError, metrics, request_id, state::SharedState};
 
 pub fn router(state: SharedState) -> Router {
-    let internal = internal::router().route_layer(middleware::from_fn_with_state(state.clone(), internal_guard));
+    let internal = internal::router().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        internal_guard,
+    ));
     let public = health::router()
         .merge(openapi::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), public_guard));
@@ -24,7 +27,10 @@ pub fn router(state: SharedState) -> Router {
         .merge(internal)
         .merge(public)
         .fallback(|| async { ApiError::bad_request("route_not_found", "No such route") })
-        .route_layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .route_layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
 }
