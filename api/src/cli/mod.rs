@@ -1,6 +1,9 @@
 //! The `otobot` command line: one module per subcommand.
 
+mod accounts;
+mod gen_secrets;
 mod migrate;
+pub mod ops;
 mod serve;
 
 use std::process::ExitCode;
@@ -22,6 +25,16 @@ enum Command {
     Migrate(migrate::Args),
     /// Run the internal API (INTERNAL_API_PORT, default 3001) and the audit sealer.
     Serve(serve::Args),
+    /// Write a fresh .env from .env.example, every secret from the OS CSPRNG.
+    GenSecrets(gen_secrets::Args),
+    /// Create a client (company) account; the password is prompted or read with --password-stdin.
+    CreateClient(accounts::CreateClientArgs),
+    /// Create a user of a client; the password is prompted or read with --password-stdin.
+    CreateUser(accounts::CreateUserArgs),
+    /// Deactivate a user and all their connections (audited, source cli).
+    DeactivateUser(accounts::DeactivateUserArgs),
+    /// Deactivate one connection, e.g. a token suspected compromised (audited, source cli).
+    DeactivateConnection(accounts::DeactivateConnectionArgs),
 }
 
 impl Command {
@@ -29,6 +42,11 @@ impl Command {
         match self {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::GenSecrets(args) => gen_secrets::run(args).await,
+            Command::CreateClient(args) => accounts::create_client(args).await,
+            Command::CreateUser(args) => accounts::create_user(args).await,
+            Command::DeactivateUser(args) => accounts::deactivate_user(args).await,
+            Command::DeactivateConnection(args) => accounts::deactivate_connection(args).await,
         }
     }
 }
