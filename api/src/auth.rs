@@ -53,3 +53,48 @@ impl InternalTokens {
         found.map(|name| Caller(name.clone()))
     }
 }
+
+/// A user authenticated by `Authorization: Bearer <JWT>`.
+///
+/// The token proves who the caller was when it was issued; each database
+/// call then checks the user is still active (a deactivated user's token
+/// stops working at once).
+#[derive(Clone, Debug)]
+pub struct AuthUser {
+    pub id: uuid::Uuid,
+    pub client_id: uuid::Uuid,
+    pub role: String,
+}
+
+impl axum::extract::FromRequestParts<crate::state::SharedState> for AuthUser {
+    type Rejection = crate::error::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::state::SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        use crate::error::ApiError;
+        let user_api = state.user_api.as_ref().ok_or(ApiError::InvalidToken)?;
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or(ApiError::InvalidToken)?;
+        let claims = user_api
+            .jwt
+            .verify(token.trim())
+            .ok_or(ApiError::InvalidToken)?;
+        if claims.role != "admin" && claims.role != "user" {
+            return Err(ApiError::InvalidToken);
+        }
+        Ok(Self {
+            id: claims.sub,
+            client_id: claims.client_id,
+            role: claims.role,
+        })
+    }
+}

@@ -121,9 +121,11 @@ pub fn map_error(error: tokio_postgres::Error) -> ApiError {
         }
         c if c.starts_with("08") => ApiError::Unavailable(db.message().to_owned()),
         // SECURITY: our functions' argument errors name the problem, not a value.
-        "22023" | "P0002" | "23502" => {
+        "22023" | "P0002" | "23502" | "23514" | "22001" => {
             ApiError::bad_request("invalid_input", db.message().trim_start_matches("otobot: "))
         }
+        "23505" => ApiError::Conflict("This already exists (e.g. the email is in use)".into()),
+        "42501" => ApiError::Forbidden(db.message().trim_start_matches("otobot: ").to_owned()),
         _ => ApiError::Internal(format!("{code}: {}", db.message())),
     }
 }

@@ -24,6 +24,24 @@ pub enum ApiError {
     /// 401: no, empty or wrong credentials. One body for every cause.
     #[error("invalid or missing credentials")]
     Unauthorized,
+    /// 401: a user route without a valid, unexpired token of an active user.
+    #[error("invalid or expired user token")]
+    InvalidToken,
+    /// 401: login with an unknown email or a wrong password (one body for both).
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// 403: authenticated, but not allowed (e.g. not an admin).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// 404: the named thing does not exist for this caller.
+    #[error("not found: {1}")]
+    NotFound(&'static str, String),
+    /// 409: conflicts with existing data (e.g. an email already in use).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// 502 / 504: n8n's webhook could not be reached, or did not answer in time.
+    #[error("workflow call failed: {detail}")]
+    Upstream { timeout: bool, detail: String },
     /// 404: the credential or connection does not exist for this caller.
     #[error("connection not found")]
     ConnectionNotFound,
@@ -52,7 +70,14 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::InvalidToken | Self::InvalidCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(..) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Upstream { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream { timeout: false, .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectionNotFound => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -63,7 +88,13 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. } => code,
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::InvalidToken => "unauthorized",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(code, _) => code,
+            Self::Conflict(_) => "conflict",
+            Self::Upstream { timeout: true, .. } => "workflow_timeout",
+            Self::Upstream { timeout: false, .. } => "workflow_unreachable",
             Self::ConnectionNotFound => "connection_not_found",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
@@ -76,6 +107,15 @@ impl ApiError {
         match self {
             Self::BadRequest { message, .. } => message.clone(),
             Self::Unauthorized => "Invalid or missing internal token".into(),
+            Self::InvalidToken => "Invalid or expired token".into(),
+            Self::InvalidCredentials => "Invalid email or password".into(),
+            Self::Forbidden(message) | Self::NotFound(_, message) | Self::Conflict(message) => {
+                message.clone()
+            }
+            Self::Upstream { timeout: true, .. } => "The workflow did not answer in time".into(),
+            Self::Upstream { timeout: false, .. } => {
+                "The workflow service could not be reached".into()
+            }
             Self::ConnectionNotFound => "Connection not found".into(),
             Self::RateLimited { retry_after, .. } => {
                 format!(

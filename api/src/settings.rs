@@ -30,6 +30,22 @@ pub struct InternalToken {
     pub token: SecretString,
 }
 
+/// The user API (ToolJet, the portal): present when `API_JWT_SECRET` is set.
+pub struct UserApiSettings {
+    pub jwt_secret: SecretBox<Vec<u8>>,
+    pub jwt_ttl_seconds: i64,
+    pub login_max_attempts: u32,
+    pub login_window: Duration,
+    /// Origins allowed by CORS (`CORS_ALLOWED_ORIGINS`, default `FRONTEND_URL`'s).
+    pub cors_origins: Vec<String>,
+    /// Base URL of n8n, whose `/webhook/<path>` the trigger route calls.
+    pub n8n_webhook_url: String,
+    pub n8n_webhook_secret: Option<SecretString>,
+    pub trigger_timeout: Duration,
+    /// Service codes whose `<CODE>_CLIENT_ID` and `<CODE>_CLIENT_SECRET` are set.
+    pub oauth_configured: Vec<String>,
+}
+
 /// Configuration of `otobot serve`.
 pub struct Settings {
     pub database: Database,
@@ -45,6 +61,7 @@ pub struct Settings {
     pub db_timeout: Duration,
     pub audit_seal_interval: Duration,
     pub json_logs: bool,
+    pub user_api: Option<UserApiSettings>,
 }
 
 /// A start-up configuration error: one line that names the variable.
@@ -198,8 +215,90 @@ impl Settings {
                 Some("json") => true,
                 Some(_) => return err("LOG_FORMAT must be text or json"),
             },
+            user_api: user_api(&var, &number)?,
         })
     }
+}
+
+fn user_api(
+    var: &impl Fn(&str) -> Option<String>,
+    number: &impl Fn(&str, u64, u64, u64) -> Result<u64>,
+) -> Result<Option<UserApiSettings>> {
+    let Some(secret) = var("API_JWT_SECRET") else {
+        return Ok(None);
+    };
+    if secret.trim().len() < 32 {
+        return err("API_JWT_SECRET must be at least 32 bytes (use `openssl rand -hex 32`)");
+    }
+    let url = |name: &str, default: &str| -> Result<String> {
+        let value = var(name).unwrap_or_else(|| default.to_owned());
+        let value = value.trim().trim_end_matches('/').to_owned();
+        if !(value.starts_with("http://") || value.starts_with("https://"))
+            || value.contains(char::is_whitespace)
+        {
+            return err(format!("{name} must be an http:// or https:// URL"));
+        }
+        Ok(value)
+    };
+    let frontend = url("FRONTEND_URL", "http://localhost:8082")?;
+    let cors_origins = match var("CORS_ALLOWED_ORIGINS") {
+        None => vec![origin_of(&frontend)],
+        Some(list) => {
+            let mut origins = Vec::new();
+            for o in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                if !(o.starts_with("http://") || o.starts_with("https://"))
+                    || o.trim_end_matches('/') != origin_of(o)
+                {
+                    return err("CORS_ALLOWED_ORIGINS must be origins (scheme://host[:port]) separated by commas");
+                }
+                origins.push(o.trim_end_matches('/').to_owned());
+            }
+            origins
+        }
+    };
+    let oauth_configured = [
+        "GOOGLE",
+        "MICROSOFT",
+        "NOTION",
+        "SLACK",
+        "GITHUB",
+        "AIRTABLE",
+    ]
+    .iter()
+    .filter(|p| {
+        var(&format!("{p}_CLIENT_ID")).is_some() && var(&format!("{p}_CLIENT_SECRET")).is_some()
+    })
+    .map(|p| p.to_ascii_lowercase())
+    .collect();
+    Ok(Some(UserApiSettings {
+        jwt_secret: SecretBox::new(Box::new(secret.trim().as_bytes().to_vec())),
+        jwt_ttl_seconds: number("JWT_TTL_SECONDS", 3600, 60, 86_400)? as i64,
+        login_max_attempts: number("LOGIN_RATE_LIMIT_MAX_ATTEMPTS", 10, 1, 100_000)? as u32,
+        login_window: Duration::from_secs(number(
+            "LOGIN_RATE_LIMIT_WINDOW_SECONDS",
+            900,
+            1,
+            86_400,
+        )?),
+        cors_origins,
+        n8n_webhook_url: url("N8N_WEBHOOK_URL", "http://localhost:5678")?,
+        n8n_webhook_secret: var("N8N_WEBHOOK_SECRET")
+            .map(|s| SecretString::from(s.trim().to_owned())),
+        trigger_timeout: Duration::from_secs(number(
+            "WORKFLOW_TRIGGER_TIMEOUT_SECONDS",
+            30,
+            1,
+            600,
+        )?),
+        oauth_configured,
+    }))
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    format!("{scheme}://{host}")
 }
 
 /// Caller names go into audit rows (`source`): the database's own rule.
@@ -309,6 +408,26 @@ mod tests {
         assert!(
             error(&[("ENCRYPTION_MASTER_KEY", "")]).starts_with("ENCRYPTION_MASTER_KEY is not set")
         );
+    }
+
+    #[test]
+    fn the_user_api_is_on_with_a_long_enough_jwt_secret() {
+        assert!(settings(&[]).unwrap().user_api.is_none());
+        assert!(error(&[("API_JWT_SECRET", "too-short")])
+            .starts_with("API_JWT_SECRET must be at least 32 bytes"));
+        let s = settings(&[
+            ("API_JWT_SECRET", TOKEN),
+            ("FRONTEND_URL", "https://app.example.test/portal/"),
+        ])
+        .unwrap();
+        let u = s.user_api.unwrap();
+        assert_eq!(u.cors_origins, vec!["https://app.example.test"]);
+        assert_eq!((u.jwt_ttl_seconds, u.login_max_attempts), (3600, 10));
+        assert!(error(&[
+            ("API_JWT_SECRET", TOKEN),
+            ("CORS_ALLOWED_ORIGINS", "https://a.test/path")
+        ])
+        .starts_with("CORS_ALLOWED_ORIGINS"));
     }
 
     #[test]

@@ -78,7 +78,11 @@ impl Application {
             services: RwLock::new(Arc::new(HashSet::new())),
             refresh_window_seconds: settings.refresh_window_seconds,
             db_timeout: settings.db_timeout,
+            user_api: settings.user_api.take().map(user_api).transpose()?,
         });
+        if state.user_api.is_none() {
+            tracing::warn!("API_JWT_SECRET is not set: the user API (/api/tooljet) is disabled");
+        }
         let services = load_services(&state)
             .await
             .map_err(|e| anyhow!("cannot read the service catalogue: {e}"))?;
@@ -126,6 +130,25 @@ impl Application {
         tracing::info!("otobot serve stopped");
         Ok(())
     }
+}
+
+fn user_api(settings: crate::settings::UserApiSettings) -> Result<crate::state::UserApi> {
+    use secrecy::ExposeSecret;
+    Ok(crate::state::UserApi {
+        jwt: crate::jwt::JwtKeys::new(
+            settings.jwt_secret.expose_secret(),
+            settings.jwt_ttl_seconds,
+        ),
+        login_by_ip: RateLimit::new(settings.login_max_attempts, settings.login_window),
+        login_by_email: RateLimit::new(settings.login_max_attempts, settings.login_window),
+        decoy_hash: crate::password::decoy(),
+        http: reqwest::Client::builder()
+            .timeout(settings.trigger_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("cannot build the HTTP client")?,
+        settings,
+    })
 }
 
 fn placeholder_key() -> crate::settings::MasterKey {
@@ -178,6 +201,10 @@ async fn background(state: SharedState, seal_interval: Duration, mut stop: watch
                 }
                 state.limit.forget_idle();
                 state.public_limit.forget_idle();
+                if let Some(u) = &state.user_api {
+                    u.login_by_ip.forget_idle();
+                    u.login_by_email.forget_idle();
+                }
             }
         }
     }

@@ -8,7 +8,23 @@ use std::{
 
 use deadpool_postgres::Pool;
 
-use crate::{auth::InternalTokens, metrics::Metrics, rate_limit::RateLimit};
+use crate::{
+    auth::InternalTokens, jwt::JwtKeys, metrics::Metrics, rate_limit::RateLimit,
+    settings::UserApiSettings,
+};
+
+/// State of the user API (present when `API_JWT_SECRET` is set).
+pub struct UserApi {
+    pub jwt: JwtKeys,
+    /// Login attempts per client address, and per email.
+    pub login_by_ip: RateLimit,
+    pub login_by_email: RateLimit,
+    /// Verified against when an email is unknown, so timing tells nothing.
+    pub decoy_hash: String,
+    /// Outbound calls (n8n webhooks).
+    pub http: reqwest::Client,
+    pub settings: UserApiSettings,
+}
 
 pub struct AppState {
     pub pool: Pool,
@@ -22,6 +38,7 @@ pub struct AppState {
     pub services: RwLock<Arc<HashSet<String>>>,
     pub refresh_window_seconds: i32,
     pub db_timeout: Duration,
+    pub user_api: Option<UserApi>,
 }
 
 impl AppState {

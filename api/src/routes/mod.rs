@@ -3,6 +3,8 @@
 pub mod health;
 pub mod internal;
 pub mod openapi;
+pub mod tooljet;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 
@@ -16,17 +18,24 @@ use axum::{
 use crate::{auth::Caller, error::ApiError, metrics, request_id, state::SharedState};
 
 pub fn router(state: SharedState) -> Router {
-    let internal = internal::router().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        internal_guard,
-    ));
+    let internal =
+        internal::router()
+            .merge(webhooks::router())
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                internal_guard,
+            ));
+    let user = tooljet::router()
+        .route_layer(middleware::from_fn_with_state(state.clone(), user_guard))
+        .layer(cors(&state));
     let public = health::router()
         .merge(openapi::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), public_guard));
     Router::new()
         .merge(internal)
+        .merge(user)
         .merge(public)
-        .fallback(|| async { ApiError::bad_request("route_not_found", "No such route") })
+        .fallback(|| async { ApiError::NotFound("route_not_found", "No such route".into()) })
         .route_layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,
@@ -55,6 +64,61 @@ async fn internal_guard(
     let mut response = next.run(request).await;
     allowance.apply(&mut response);
     Ok(response)
+}
+
+/// User routes: limited per user (the token's subject) or per client
+/// address when there is no valid token.
+async fn user_guard(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let subject = state.user_api.as_ref().and_then(|api| {
+        let token = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?;
+        api.jwt.verify(token.trim()).map(|c| c.sub)
+    });
+    let key = match subject {
+        Some(user) => format!("user:{user}"),
+        None => format!("ip:{}", peer.ip()),
+    };
+    let allowance = state.limit.check(&key)?;
+    let mut response = next.run(request).await;
+    allowance.apply(&mut response);
+    Ok(response)
+}
+
+/// CORS for the user API: the configured origins only, no credentials, the
+/// methods and headers ToolJet needs.
+fn cors(state: &SharedState) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    let origins: Vec<HeaderValue> = state
+        .user_api
+        .iter()
+        .flat_map(|api| api.settings.cors_origins.iter())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            header::RETRY_AFTER,
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
+        ])
+        .allow_credentials(false)
 }
 
 /// Unauthenticated routes: limited per client address.

@@ -121,6 +121,9 @@ fn rand_bytes() -> [u8; 32] {
     out
 }
 
+/// The user API's signing secret in tests.
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+
 pub const CLIENT_1: &str = "c1000000-0000-0000-0000-000000000001";
 pub const CLIENT_2: &str = "c2000000-0000-0000-0000-000000000002";
 pub const USER_A: &str = "a0000000-0000-0000-0000-00000000000a";
@@ -186,6 +189,8 @@ pub fn base_vars(db: &TestDb, key_hex: &str, token: &str) -> HashMap<String, Str
         ("INTERNAL_API_PORT", "0".to_owned()),
         ("AUDIT_SEAL_INTERVAL_MS", "100".to_owned()),
         ("DATABASE_POOL_SIZE", "4".to_owned()),
+        ("API_JWT_SECRET", JWT_SECRET.to_owned()),
+        ("FRONTEND_URL", "http://portal.example.test:8082".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

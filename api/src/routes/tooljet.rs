@@ -1,0 +1,556 @@
+//! The user API for ToolJet and the portal: `Authorization: Bearer <JWT>`.
+//! Every route acts as the verified user only; the database re-checks that
+//! the user is active and scopes every row to them (or, for an admin, to
+//! their client).
+
+use axum::{
+    extract::{rejection::JsonRejection, ConnectInfo, Path, Query, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+    Json, Router,
+};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::{collections::HashMap, net::SocketAddr};
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::{
+    auth::AuthUser,
+    db,
+    error::{ApiError, Result},
+    password, request_id,
+    state::{SharedState, UserApi},
+};
+
+pub fn router() -> Router<SharedState> {
+    Router::new()
+        .route("/api/tooljet/auth/login", post(login))
+        .route("/api/tooljet/me", get(me))
+        .route("/api/tooljet/services", get(services))
+        .route("/api/tooljet/connections", get(connections))
+        .route(
+            "/api/tooljet/connections/{service}/api-key",
+            post(store_api_key),
+        )
+        .route("/api/tooljet/connections/{id}", delete(delete_connection))
+        .route("/api/tooljet/users", get(list_users).post(create_user))
+        .route("/api/tooljet/users/{id}", delete(deactivate_user))
+        .route("/api/tooljet/workflows/runs", get(workflow_runs))
+        .route(
+            "/api/tooljet/workflows/{path}/trigger",
+            post(trigger_workflow),
+        )
+}
+
+fn user_api(state: &SharedState) -> Result<&UserApi> {
+    state.user_api.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("the user API is disabled: API_JWT_SECRET is not set".into())
+    })
+}
+
+/// One call of a SECURITY DEFINER function returning JSON text; the
+/// database's "user not found or inactive" means the token's user is gone.
+async fn call(
+    state: &SharedState,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<String>> {
+    db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        let statement = client.prepare_cached(sql).await.map_err(db::map_error)?;
+        let row = client.query_one(&statement, params).await.map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::NO_DATA_FOUND) {
+                ApiError::InvalidToken
+            } else {
+                db::map_error(e)
+            }
+        })?;
+        Ok(row.get::<_, Option<String>>(0))
+    })
+    .await
+}
+
+fn json_text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn body<T>(payload: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
+    payload.map(|Json(v)| v).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "The request body is not valid JSON for this route: {}",
+                e.body_text()
+            ),
+        )
+    })
+}
+
+fn uuid_param(value: &str, name: &'static str) -> Result<Uuid> {
+    match Uuid::try_parse(value) {
+        Ok(id) if value.len() == 36 => Ok(id),
+        _ => Err(ApiError::bad_request(
+            "invalid_id",
+            format!("{name} must be a UUID"),
+        )),
+    }
+}
+
+fn valid_email(email: &str) -> bool {
+    (3..=320).contains(&email.len())
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+// ---------------------------------------------------------------------------
+// Login
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+/// `POST /api/tooljet/auth/login` → `{authToken, expiresAt, user}`.
+async fn login(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    payload: std::result::Result<Json<LoginBody>, JsonRejection>,
+) -> Result<Response> {
+    let api = user_api(&state)?;
+    let LoginBody { email, password } = body(payload)?;
+    let email = email.trim().to_owned();
+    if !valid_email(&email) || password.is_empty() || password.len() > 1024 {
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            "email and password are required",
+        ));
+    }
+    // SECURITY: attempts are limited per address and per account, before any work.
+    api.login_by_ip.check(&format!("ip:{}", peer.ip()))?;
+    api.login_by_email
+        .check(&format!("email:{}", email.to_lowercase()))?;
+
+    let request_id = request_id::current();
+    let account = db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        let rows = client
+            .query(
+                "SELECT kind, principal_id, password_hash, is_active FROM otobot.auth_lookup($1)",
+                &[&email],
+            )
+            .await
+            .map_err(db::map_error)?;
+        Ok(rows.first().map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, Uuid>(1),
+                r.get::<_, String>(2),
+                r.get::<_, bool>(3),
+            )
+        }))
+    })
+    .await?;
+
+    // SECURITY: an unknown email costs one hash verification too, and every
+    // failure gets the same status and body.
+    let stored = account
+        .as_ref()
+        .map_or_else(|| api.decoy_hash.clone(), |a| a.2.clone());
+    let upgrade = account
+        .as_ref()
+        .is_some_and(|a| password::needs_upgrade(&a.2));
+    let (matches, new_hash) = tokio::task::spawn_blocking(move || {
+        let matches = password::verify(&password, &stored);
+        let new_hash = (matches && upgrade)
+            .then(|| password::hash(&password).ok())
+            .flatten();
+        (matches, new_hash)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("password check task: {e}")))?;
+
+    let Some((kind, principal, _, true)) = account.filter(|_| matches) else {
+        call(
+            &state,
+            "SELECT otobot.login_failed($1, 'tooljet', $2)::text",
+            &[&email, &request_id],
+        )
+        .await?;
+        return Err(ApiError::InvalidCredentials);
+    };
+    let user_text = call(
+        &state,
+        "SELECT otobot.login_succeeded($1, $2, $3, 'tooljet', $4)::text",
+        &[&kind, &principal, &new_hash, &request_id],
+    )
+    .await
+    .map_err(|e| {
+        if matches!(e, ApiError::InvalidToken) {
+            ApiError::InvalidCredentials
+        } else {
+            e
+        }
+    })?
+    .ok_or(ApiError::InvalidCredentials)?;
+    let user: Value =
+        serde_json::from_str(&user_text).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = user["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
+    let client = user["clientId"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok());
+    let (Some(id), Some(client), Some(role)) = (id, client, user["role"].as_str()) else {
+        return Err(ApiError::Internal(
+            "login returned an incomplete profile".into(),
+        ));
+    };
+    let (token, exp) = api.jwt.issue(id, client, role);
+    let expires_at = chrono::DateTime::from_timestamp(exp, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    Ok(Json(json!({ "authToken": token, "expiresAt": expires_at, "user": user })).into_response())
+}
+
+/// `GET /api/tooljet/me`: the caller's profile.
+async fn me(State(state): State<SharedState>, user: AuthUser) -> Result<Response> {
+    let profile = call(&state, "SELECT otobot.user_profile($1)::text", &[&user.id]).await?;
+    profile
+        .map(|p| json_text(StatusCode::OK, p))
+        .ok_or(ApiError::InvalidToken)
+}
+
+// ---------------------------------------------------------------------------
+// Services and connections
+// ---------------------------------------------------------------------------
+
+/// `GET /api/tooljet/services`: the catalogue, and whether OAuth is configured for each.
+async fn services(State(state): State<SharedState>, _user: AuthUser) -> Result<Response> {
+    let api = user_api(&state)?;
+    let list = call(&state, "SELECT otobot.list_services()::text", &[])
+        .await?
+        .unwrap_or_else(|| "[]".into());
+    let mut list: Value =
+        serde_json::from_str(&list).map_err(|e| ApiError::Internal(e.to_string()))?;
+    for service in list.as_array_mut().into_iter().flatten() {
+        let code = service["code"].as_str().unwrap_or_default().to_owned();
+        let oauth =
+            service["authType"] == "oauth2" && api.settings.oauth_configured.contains(&code);
+        service["oauthConfigured"] = json!(oauth);
+        service["configured"] = json!(oauth || service["acceptsApiKey"] == true);
+    }
+    Ok(Json(json!({ "services": list })).into_response())
+}
+
+/// `GET /api/tooljet/connections[?scope=client]`: own connections, or the
+/// whole client's for an admin. Metadata only.
+async fn connections(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let whole_client = match query.get("scope").map(String::as_str) {
+        None | Some("own") => false,
+        Some("client") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_scope",
+                "scope must be own or client",
+            ))
+        }
+    };
+    let list = call(
+        &state,
+        "SELECT otobot.list_visible_connections($1, $2)::text",
+        &[&user.id, &whole_client],
+    )
+    .await?;
+    Ok(json_text(
+        StatusCode::OK,
+        format!(
+            r#"{{"connections":{}}}"#,
+            list.unwrap_or_else(|| "[]".into())
+        ),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ApiKeyBody {
+    api_key: String,
+    label: Option<String>,
+    account_identifier: Option<String>,
+}
+
+/// `POST /api/tooljet/connections/:service/api-key` → 201 `{connectionId}`.
+async fn store_api_key(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(service): Path<String>,
+    payload: std::result::Result<Json<ApiKeyBody>, JsonRejection>,
+) -> Result<Response> {
+    let b = body(payload)?;
+    if service.len() > 63 || !state.knows_service(&service) {
+        return Err(ApiError::bad_request(
+            "unknown_service",
+            "service is not a known service code",
+        ));
+    }
+    let key = b.api_key.trim();
+    if key.is_empty() || key.len() > 65536 {
+        return Err(ApiError::bad_request(
+            "invalid_api_key",
+            "apiKey must be 1 to 65536 characters",
+        ));
+    }
+    let request_id = request_id::current();
+    let id = db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        let row = client
+            .query_one(
+                "SELECT otobot.store_api_key($1, $2, $3, $4, $5, 'tooljet', $6)",
+                &[
+                    &user.id,
+                    &service,
+                    &key,
+                    &b.label,
+                    &b.account_identifier,
+                    &request_id,
+                ],
+            )
+            .await
+            .map_err(|e| {
+                if e.code() == Some(&tokio_postgres::error::SqlState::NO_DATA_FOUND) {
+                    ApiError::InvalidToken
+                } else {
+                    db::map_error(e)
+                }
+            })?;
+        Ok(row.get::<_, Uuid>(0))
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "connectionId": id, "service": service })),
+    )
+        .into_response())
+}
+
+/// `DELETE /api/tooljet/connections/:id`: the owner, or an admin of the same
+/// client; anyone else gets 404.
+async fn delete_connection(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let id = uuid_param(&id, "id")?;
+    let request_id = request_id::current();
+    let done = call(
+        &state,
+        "SELECT otobot.deactivate_connection($1, $2, 'tooljet', $3)::text",
+        &[&id, &user.id, &request_id],
+    )
+    .await?;
+    match done.as_deref() {
+        Some("true") => Ok(Json(json!({ "id": id, "deactivated": true })).into_response()),
+        _ => Err(ApiError::NotFound(
+            "connection_not_found",
+            "Connection not found".into(),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Users (admins, their own client only)
+// ---------------------------------------------------------------------------
+
+fn require_admin(user: &AuthUser) -> Result<()> {
+    if user.role == "admin" {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("Only an admin may manage users".into()))
+    }
+}
+
+async fn list_users(State(state): State<SharedState>, user: AuthUser) -> Result<Response> {
+    require_admin(&user)?;
+    let list = call(&state, "SELECT otobot.list_users($1)::text", &[&user.id]).await?;
+    Ok(json_text(
+        StatusCode::OK,
+        format!(r#"{{"users":{}}}"#, list.unwrap_or_else(|| "[]".into())),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    email: String,
+    password: String,
+    #[serde(default = "default_role")]
+    role: String,
+}
+
+fn default_role() -> String {
+    "user".into()
+}
+
+async fn create_user(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    payload: std::result::Result<Json<NewUser>, JsonRejection>,
+) -> Result<Response> {
+    require_admin(&user)?;
+    let NewUser {
+        email,
+        password: secret,
+        role,
+    } = body(payload)?;
+    let email = email.trim().to_owned();
+    if !valid_email(&email) {
+        return Err(ApiError::bad_request(
+            "invalid_email",
+            "email is not a valid address",
+        ));
+    }
+    if secret.chars().count() < 12 || secret.len() > 1024 {
+        return Err(ApiError::bad_request(
+            "weak_password",
+            "password must be at least 12 characters",
+        ));
+    }
+    if role != "admin" && role != "user" {
+        return Err(ApiError::bad_request(
+            "invalid_role",
+            "role must be admin or user",
+        ));
+    }
+    let hash = tokio::task::spawn_blocking(move || password::hash(&secret))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)?;
+    let request_id = request_id::current();
+    let id = call(
+        &state,
+        "SELECT otobot.create_user($1, NULL, $2, $3, $4, 'tooljet', $5)::text",
+        &[&user.id, &email, &hash, &role, &request_id],
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "email": email, "role": role, "clientId": user.client_id })),
+    )
+        .into_response())
+}
+
+async fn deactivate_user(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    require_admin(&user)?;
+    let target = uuid_param(&id, "id")?;
+    let request_id = request_id::current();
+    let done = call(
+        &state,
+        "SELECT otobot.deactivate_user($1, $2, 'tooljet', $3)::text",
+        &[&user.id, &target, &request_id],
+    )
+    .await?;
+    match done.as_deref() {
+        Some("true") => Ok(Json(json!({ "id": target, "deactivated": true })).into_response()),
+        _ => Err(ApiError::NotFound(
+            "user_not_found",
+            "User not found".into(),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Workflows
+// ---------------------------------------------------------------------------
+
+async fn workflow_runs(State(state): State<SharedState>, user: AuthUser) -> Result<Response> {
+    let list = call(
+        &state,
+        "SELECT otobot.list_workflow_runs($1, 50)::text",
+        &[&user.id],
+    )
+    .await?;
+    Ok(json_text(
+        StatusCode::OK,
+        format!(r#"{{"runs":{}}}"#, list.unwrap_or_else(|| "[]".into())),
+    ))
+}
+
+fn valid_slug(path: &str) -> bool {
+    let b = path.as_bytes();
+    !b.is_empty()
+        && b.len() <= 100
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_".contains(c))
+}
+
+/// `POST /api/tooljet/workflows/:path/trigger`: calls n8n's webhook with the
+/// caller's verified `userId` and `clientId` (whatever the body claims) and
+/// relays n8n's status and JSON.
+async fn trigger_workflow(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    Path(path): Path<String>,
+    payload: std::result::Result<Json<Value>, JsonRejection>,
+) -> Result<Response> {
+    let api = user_api(&state)?;
+    if !valid_slug(&path) {
+        return Err(ApiError::bad_request(
+            "invalid_workflow_path",
+            "path must be 1 to 100 characters of a-z A-Z 0-9 - _",
+        ));
+    }
+    let mut params = match payload {
+        Ok(Json(Value::Object(map))) => map,
+        Err(JsonRejection::MissingJsonContentType(_)) => serde_json::Map::new(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "The body must be a JSON object of parameters",
+            ))
+        }
+    };
+    // The user must still be active (the token alone is not enough).
+    call(&state, "SELECT otobot.user_profile($1)::text", &[&user.id])
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+
+    // SECURITY: identity comes from the verified token, never from the body.
+    params.insert("userId".into(), json!(user.id));
+    params.insert("clientId".into(), json!(user.client_id));
+    let url = format!("{}/webhook/{}", api.settings.n8n_webhook_url, path);
+    let mut request = api
+        .http
+        .post(&url)
+        .json(&Value::Object(params))
+        .header(request_id::HEADER, request_id::current());
+    if let Some(secret) = &api.settings.n8n_webhook_secret {
+        request = request.header("x-webhook-secret", secret.expose_secret());
+    }
+    let response = request.send().await.map_err(|e| ApiError::Upstream {
+        timeout: e.is_timeout(),
+        // SECURITY: reqwest errors name the URL, which holds no secret.
+        detail: e.to_string(),
+    })?;
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let text = response.text().await.map_err(|e| ApiError::Upstream {
+        timeout: e.is_timeout(),
+        detail: e.to_string(),
+    })?;
+    let relayed =
+        serde_json::from_str::<Value>(&text).unwrap_or_else(|_| json!({ "response": text }));
+    Ok((status, Json(relayed)).into_response())
+}
