@@ -7,7 +7,7 @@ set -euo pipefail
 command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
 
 pkgs=(postgresql-$PG_MAJOR postgresql-contrib postgresql-server-dev-$PG_MAJOR libclang-dev clang bison flex
-      build-essential libreadline-dev zlib1g-dev pkg-config sudo openssl python3 ca-certificates)
+      build-essential libreadline-dev zlib1g-dev pkg-config sudo openssl python3 ca-certificates docker-compose)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -34,6 +34,13 @@ load_env() {
             -e "s|^ENCRYPTION_MASTER_KEY=.*|ENCRYPTION_MASTER_KEY=$(hex32)|" \
             -e "s|^N8N_INTERNAL_TOKEN=.*|N8N_INTERNAL_TOKEN=$(hex32)|" \
             -e "s|^API_JWT_SECRET=.*|API_JWT_SECRET=$(hex32)|" \
+            -e "s|^N8N_WEBHOOK_SECRET=.*|N8N_WEBHOOK_SECRET=$(hex32)|" \
+            -e "s|^N8N_ENCRYPTION_KEY=.*|N8N_ENCRYPTION_KEY=$(hex32)|" \
+            -e "s|^N8N_DB_PASSWORD=.*|N8N_DB_PASSWORD=$(alnum)|" \
+            -e "s|^TOOLJET_DB_PASS=.*|TOOLJET_DB_PASS=$(alnum)|" \
+            -e "s|^LOCKBOX_MASTER_KEY=.*|LOCKBOX_MASTER_KEY=$(hex32)|" \
+            -e "s|^TOOLJET_SECRET_KEY_BASE=.*|TOOLJET_SECRET_KEY_BASE=$(openssl rand -hex 64)|" \
+            -e "s|^TOOLJET_JWT_SECRET=.*|TOOLJET_JWT_SECRET=$(hex32)|" \
             "$ROOT/.env.example" > "$ROOT/.env.tmp"
         chmod 600 "$ROOT/.env.tmp"
         mv "$ROOT/.env.tmp" "$ROOT/.env"

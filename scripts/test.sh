@@ -44,6 +44,7 @@ suite "extension (cargo pgrx test)" pgrx_test
 suite "install extension" install_extension
 suite "sql (tests/sql)" sql_suite
 suite "api (cargo test)" api_tests
+suite "docker files (compose config)" "$ROOT/docker/check.sh"
 
 echo
 [ ${#failures[@]} -gt 0 ] && echo "failed suites: ${failures[*]}"
