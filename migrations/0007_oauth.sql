@@ -1,0 +1,535 @@
+-- ============================================================================
+-- 0007 — OAuth2: the service catalogue sync, authorization states, refresh
+-- leases (one refresh per connection at a time, across processes), refresh
+-- on fetch, revocation on disconnect.
+-- ============================================================================
+SET LOCAL ROLE otobot_owner;
+
+-- ---------------------------------------------------------------------------
+-- Catalogue sync: api/providers.toml is the source of truth
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION otobot.sync_services(p_services jsonb) RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    s jsonb;
+    n integer := 0;
+BEGIN
+    IF pg_catalog.jsonb_typeof(p_services) <> 'array' OR pg_catalog.jsonb_array_length(p_services) = 0 THEN
+        RAISE EXCEPTION 'otobot: the catalogue must be a non-empty array' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR s IN SELECT * FROM pg_catalog.jsonb_array_elements(p_services) LOOP
+        INSERT INTO otobot.services AS t (service_code, display_name, auth_type, accepts_api_key, config, is_active)
+        VALUES (s->>'code', s->>'displayName', s->>'authType', (s->>'acceptsApiKey')::boolean,
+                COALESCE(s->'config', '{}'), true)
+        ON CONFLICT (service_code) DO UPDATE
+        SET display_name = EXCLUDED.display_name, auth_type = EXCLUDED.auth_type,
+            accepts_api_key = EXCLUDED.accepts_api_key, config = EXCLUDED.config, is_active = true
+        WHERE (t.display_name, t.auth_type, t.accepts_api_key, t.config, t.is_active)
+              IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.auth_type, EXCLUDED.accepts_api_key, EXCLUDED.config, true);
+        n := n + 1;
+    END LOOP;
+    -- A service that left the catalogue can no longer be connected; its
+    -- existing connections stay readable.
+    UPDATE otobot.services SET is_active = false
+    WHERE is_active AND service_code NOT IN (SELECT e->>'code' FROM pg_catalog.jsonb_array_elements(p_services) e);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION otobot.sync_services(jsonb) IS
+    'Makes otobot.services match the provider catalogue (insert, update, deactivate the absent).';
+
+-- ---------------------------------------------------------------------------
+-- Authorization states: random, stored as a SHA-256 digest, bound to the
+-- user, the service and the PKCE verifier (encrypted), single-use, expiring.
+-- ---------------------------------------------------------------------------
+CREATE TABLE otobot.oauth_states (
+    state_hash     bytea PRIMARY KEY CHECK (pg_catalog.octet_length(state_hash) = 32),
+    user_id        uuid NOT NULL,
+    client_id      uuid NOT NULL,
+    service_code   text NOT NULL,
+    label          text,
+    redirect_after text,
+    -- version:iv:tag:ciphertext, AAD 'oauth_state:<state_hash hex>'
+    code_verifier  text NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    expires_at     timestamptz NOT NULL
+);
+CREATE INDEX oauth_states_expires_idx ON otobot.oauth_states (expires_at);
+COMMENT ON TABLE otobot.oauth_states IS
+    'Pending OAuth2 authorizations: single-use states (stored hashed) with their encrypted PKCE verifier.';
+ALTER TABLE otobot.oauth_states ENABLE ROW LEVEL SECURITY;
+ALTER TABLE otobot.oauth_states FORCE ROW LEVEL SECURITY;
+CREATE POLICY oauth_states_system ON otobot.oauth_states TO otobot_owner
+    USING (otobot.scope_kind() = 'system') WITH CHECK (otobot.scope_kind() = 'system');
+REVOKE ALL ON otobot.oauth_states FROM PUBLIC;
+
+CREATE FUNCTION otobot.begin_oauth(p_user_id uuid, p_service_code text, p_state_hash bytea, p_code_verifier text,
+                                   p_label text, p_redirect_after text, p_ttl_seconds integer, p_request_id text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    v_actor record;
+BEGIN
+    PERFORM otobot.check_text(p_label, 'label', 100);
+    PERFORM otobot.check_text(p_redirect_after, 'redirectAfter', 2000);
+    IF p_ttl_seconds IS NULL OR p_ttl_seconds NOT BETWEEN 30 AND 3600 THEN
+        RAISE EXCEPTION 'otobot: state lifetime must be 30 to 3600 seconds' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_actor := otobot.begin_actor(p_user_id, 'tooljet', p_request_id);
+    IF NOT EXISTS (SELECT 1 FROM otobot.services s
+                   WHERE s.service_code = p_service_code AND s.is_active AND s.auth_type = 'oauth2') THEN
+        RAISE EXCEPTION 'otobot: service % does not use OAuth2', p_service_code USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pg_catalog.set_config('otobot.scope', 'system', true);
+    DELETE FROM otobot.oauth_states WHERE expires_at < pg_catalog.now() - interval '1 hour';
+    INSERT INTO otobot.oauth_states (state_hash, user_id, client_id, service_code, label, redirect_after,
+                                     code_verifier, expires_at)
+    VALUES (p_state_hash, p_user_id, v_actor.client_id, p_service_code, p_label, p_redirect_after,
+            otobot.otobot_encrypt(p_code_verifier, 'oauth_state:' || pg_catalog.encode(p_state_hash, 'hex')),
+            pg_catalog.now() + pg_catalog.make_interval(secs => p_ttl_seconds));
+    PERFORM otobot.write_audit('oauth_started', NULL, p_user_id, v_actor.client_id, p_service_code,
+                               pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('label', p_label)));
+END
+$$;
+COMMENT ON FUNCTION otobot.begin_oauth(uuid, text, bytea, text, text, text, integer, text) IS
+    'Records a pending OAuth2 authorization for an active user (state hashed, PKCE verifier encrypted).';
+
+-- Takes a state (single use: it is deleted), or NULL when unknown.
+CREATE FUNCTION otobot.consume_oauth_state(p_state_hash bytea, p_request_id text) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    s otobot.oauth_states;
+BEGIN
+    PERFORM otobot.begin_scope('system', NULL, NULL, 'oauth', p_request_id);
+    DELETE FROM otobot.oauth_states WHERE state_hash = p_state_hash RETURNING * INTO s;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF s.expires_at < pg_catalog.now() THEN
+        RETURN pg_catalog.jsonb_build_object('expired', true, 'service', s.service_code);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM otobot.users u WHERE u.id = s.user_id AND u.is_active) THEN
+        RETURN NULL;
+    END IF;
+    RETURN pg_catalog.jsonb_build_object(
+        'expired', false, 'userId', s.user_id, 'clientId', s.client_id, 'service', s.service_code,
+        'label', s.label, 'redirectAfter', s.redirect_after,
+        'codeVerifier', otobot.otobot_decrypt(s.code_verifier, 'oauth_state:' || pg_catalog.encode(p_state_hash, 'hex')));
+END
+$$;
+COMMENT ON FUNCTION otobot.consume_oauth_state(bytea, text) IS
+    'Consumes a pending authorization (single use); NULL when unknown or replayed.';
+
+-- Reconnecting the same account updates its connection: match on the
+-- account identifier first, then on the label.
+CREATE OR REPLACE FUNCTION otobot.store_connection(
+    p_type text, p_user_id uuid, p_service_code text, p_secret text, p_refresh_token text,
+    p_expires_at timestamptz, p_scopes text[], p_account_identifier text, p_label text,
+    p_source text, p_request_id text)
+    RETURNS uuid
+    LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    v_user    record;
+    v_service otobot.services;
+    v_id      uuid;
+BEGIN
+    PERFORM otobot.begin_scope('system', NULL, NULL, p_source, p_request_id);
+    IF p_user_id IS NULL OR p_service_code IS NULL OR p_secret IS NULL THEN
+        RAISE EXCEPTION 'otobot: user id, service and secret are required' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM otobot.check_text(p_secret, CASE p_type WHEN 'api_key' THEN 'the API key' ELSE 'the access token' END, 65536);
+    PERFORM otobot.check_text(p_refresh_token, 'the refresh token', 65536);
+    PERFORM otobot.check_text(p_label, 'label', 100);
+    PERFORM otobot.check_text(p_account_identifier, 'account identifier', 320);
+    v_user := otobot.active_user(p_user_id);
+    SELECT * INTO v_service FROM otobot.services s WHERE s.service_code = p_service_code AND s.is_active;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'otobot: unknown service' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_type = 'oauth2' AND v_service.auth_type <> 'oauth2' THEN
+        RAISE EXCEPTION 'otobot: service % does not use OAuth2', p_service_code USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_type = 'api_key' AND NOT v_service.accepts_api_key THEN
+        RAISE EXCEPTION 'otobot: service % does not accept an API key', p_service_code USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    PERFORM otobot.begin_scope('user', p_user_id, v_user.client_id, p_source, p_request_id);
+    IF p_account_identifier IS NOT NULL THEN
+        SELECT c.id INTO v_id
+        FROM otobot.client_connections c
+        WHERE c.user_id = p_user_id AND c.service_id = v_service.id AND c.is_active
+          AND c.credential_type = p_type AND c.account_identifier = p_account_identifier
+          AND (p_label IS NULL OR c.label IS NOT DISTINCT FROM p_label)
+        ORDER BY c.updated_at DESC
+        LIMIT 1
+        FOR UPDATE;
+    END IF;
+    IF v_id IS NULL THEN
+        SELECT c.id INTO v_id
+        FROM otobot.client_connections c
+        WHERE c.user_id = p_user_id AND c.service_id = v_service.id
+          AND COALESCE(c.label, '') = COALESCE(p_label, '') AND c.is_active
+        FOR UPDATE;
+    END IF;
+    IF v_id IS NOT NULL THEN
+        UPDATE otobot.client_connections c
+        SET credential_type         = p_type,
+            encrypted_access_token  = otobot.otobot_encrypt(p_secret, v_id::text || ':encrypted_access_token'),
+            -- A new token without a refresh token keeps the stored one.
+            encrypted_refresh_token = CASE
+                WHEN p_type = 'api_key' THEN NULL
+                WHEN p_refresh_token IS NULL THEN c.encrypted_refresh_token
+                ELSE otobot.otobot_encrypt(p_refresh_token, v_id::text || ':encrypted_refresh_token') END,
+            token_expires_at        = CASE WHEN p_type = 'api_key' THEN NULL ELSE p_expires_at END,
+            scopes                  = COALESCE(p_scopes, '{}'),
+            account_identifier      = COALESCE(p_account_identifier, c.account_identifier),
+            status                  = 'active'
+        WHERE c.id = v_id;
+    ELSE
+        v_id := pg_catalog.gen_random_uuid();
+        INSERT INTO otobot.client_connections
+            (id, client_id, user_id, service_id, credential_type, label, account_identifier,
+             encrypted_access_token, encrypted_refresh_token, token_expires_at, scopes)
+        VALUES
+            (v_id, v_user.client_id, p_user_id, v_service.id, p_type, p_label, p_account_identifier,
+             otobot.otobot_encrypt(p_secret, v_id::text || ':encrypted_access_token'),
+             CASE WHEN p_type = 'oauth2' AND p_refresh_token IS NOT NULL
+                  THEN otobot.otobot_encrypt(p_refresh_token, v_id::text || ':encrypted_refresh_token') END,
+             CASE WHEN p_type = 'oauth2' THEN p_expires_at END,
+             COALESCE(p_scopes, '{}'));
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Refresh leases: whoever holds a connection's lease is the only one to
+-- call the provider with its refresh token. A lease outlives the HTTP call's
+-- timeout and is never a transaction or a lock held across it; a crashed
+-- holder's lease simply expires.
+-- ---------------------------------------------------------------------------
+CREATE TABLE otobot.refresh_leases (
+    connection_id uuid PRIMARY KEY REFERENCES otobot.client_connections (id),
+    owner         text NOT NULL,
+    lease_until   timestamptz NOT NULL,
+    failures      integer NOT NULL DEFAULT 0,
+    last_error    text
+);
+COMMENT ON TABLE otobot.refresh_leases IS
+    'Who may refresh a connection until when (also the back-off after transient failures).';
+ALTER TABLE otobot.refresh_leases ENABLE ROW LEVEL SECURITY;
+ALTER TABLE otobot.refresh_leases FORCE ROW LEVEL SECURITY;
+CREATE POLICY refresh_leases_system ON otobot.refresh_leases TO otobot_owner
+    USING (otobot.scope_kind() = 'system') WITH CHECK (otobot.scope_kind() = 'system');
+CREATE POLICY refresh_leases_auditor ON otobot.refresh_leases FOR SELECT TO otobot_auditor USING (true);
+REVOKE ALL ON otobot.refresh_leases FROM PUBLIC;
+GRANT SELECT ON otobot.refresh_leases TO otobot_auditor;
+
+-- The decrypted refresh token of one leased connection, as JSON.
+CREATE FUNCTION otobot.refresh_job(p_connection_id uuid) RETURNS jsonb
+    LANGUAGE sql VOLATILE
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'connectionId', c.id, 'userId', c.user_id, 'service', s.service_code,
+        'expiresAt', c.token_expires_at, 'scopes', pg_catalog.to_jsonb(c.scopes),
+        'refreshToken', otobot.otobot_decrypt(c.encrypted_refresh_token, c.id::text || ':encrypted_refresh_token'))
+    FROM otobot.client_connections c JOIN otobot.services s ON s.id = c.service_id
+    WHERE c.id = p_connection_id
+$$;
+COMMENT ON FUNCTION otobot.refresh_job(uuid) IS 'What a lease holder needs to refresh one connection.';
+
+-- Take the lease of one connection (refresh on fetch): NULL when another
+-- process holds it or the connection cannot be refreshed.
+CREATE FUNCTION otobot.claim_refresh(p_connection_id uuid, p_owner text, p_lease_seconds integer, p_request_id text)
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+BEGIN
+    PERFORM otobot.begin_scope('system', NULL, NULL, 'refresher', p_request_id);
+    PERFORM 1 FROM otobot.client_connections c
+    WHERE c.id = p_connection_id AND c.is_active AND c.status = 'active'
+      AND c.credential_type = 'oauth2' AND c.encrypted_refresh_token IS NOT NULL
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO otobot.refresh_leases AS l (connection_id, owner, lease_until)
+    VALUES (p_connection_id, p_owner, pg_catalog.now() + pg_catalog.make_interval(secs => p_lease_seconds))
+    ON CONFLICT (connection_id) DO UPDATE
+    SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
+    WHERE l.lease_until < pg_catalog.now();
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN otobot.refresh_job(p_connection_id);
+END
+$$;
+COMMENT ON FUNCTION otobot.claim_refresh(uuid, text, integer, text) IS
+    'Leases one connection for refreshing and returns its refresh token; NULL when someone else holds it.';
+
+-- The refresher: lease up to p_limit connections expiring within the window.
+CREATE FUNCTION otobot.claim_expiring(p_window_seconds integer, p_limit integer, p_owner text, p_lease_seconds integer)
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    v_ids uuid[];
+BEGIN
+    PERFORM otobot.begin_scope('system', NULL, NULL, 'refresher', NULL);
+    SELECT pg_catalog.array_agg(c.id) INTO v_ids
+    FROM (SELECT c.id
+          FROM otobot.client_connections c
+          LEFT JOIN otobot.refresh_leases l ON l.connection_id = c.id
+          WHERE c.is_active AND c.status = 'active' AND c.credential_type = 'oauth2'
+            AND c.encrypted_refresh_token IS NOT NULL
+            AND c.token_expires_at < pg_catalog.now() + pg_catalog.make_interval(secs => p_window_seconds)
+            AND (l.lease_until IS NULL OR l.lease_until < pg_catalog.now())
+          ORDER BY c.token_expires_at
+          LIMIT p_limit
+          FOR UPDATE OF c SKIP LOCKED) c;
+    IF v_ids IS NULL THEN
+        RETURN '[]'::jsonb;
+    END IF;
+    INSERT INTO otobot.refresh_leases AS l (connection_id, owner, lease_until)
+    SELECT id, p_owner, pg_catalog.now() + pg_catalog.make_interval(secs => p_lease_seconds) FROM pg_catalog.unnest(v_ids) id
+    ON CONFLICT (connection_id) DO UPDATE
+    SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
+    WHERE l.lease_until < pg_catalog.now();
+    -- Re-read after claiming: only what this owner now holds.
+    RETURN COALESCE((SELECT pg_catalog.jsonb_agg(otobot.refresh_job(l.connection_id))
+                     FROM otobot.refresh_leases l
+                     WHERE l.connection_id = ANY (v_ids) AND l.owner = p_owner
+                       AND l.lease_until > pg_catalog.now()), '[]'::jsonb);
+END
+$$;
+COMMENT ON FUNCTION otobot.claim_expiring(integer, integer, text, integer) IS
+    'Leases connections that expire within the window (FOR UPDATE SKIP LOCKED, short transaction).';
+
+CREATE FUNCTION otobot.complete_refresh(p_connection_id uuid, p_owner text, p_access_token text, p_refresh_token text,
+                                        p_expires_at timestamptz, p_scopes text[], p_request_id text)
+    RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+BEGIN
+    PERFORM otobot.begin_scope('system', NULL, NULL, 'refresher', p_request_id);
+    PERFORM otobot.check_text(p_access_token, 'the access token', 65536);
+    PERFORM otobot.check_text(p_refresh_token, 'the refresh token', 65536);
+    DELETE FROM otobot.refresh_leases WHERE connection_id = p_connection_id AND owner = p_owner;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_catalog.set_config('otobot.token_change', 'tokens_refreshed', true);
+    UPDATE otobot.client_connections c
+    SET encrypted_access_token  = otobot.otobot_encrypt(p_access_token, c.id::text || ':encrypted_access_token'),
+        -- A response without a refresh token keeps the stored one; a rotated one replaces it.
+        encrypted_refresh_token = CASE WHEN p_refresh_token IS NULL THEN c.encrypted_refresh_token
+            ELSE otobot.otobot_encrypt(p_refresh_token, c.id::text || ':encrypted_refresh_token') END,
+        token_expires_at        = p_expires_at,
+        scopes                  = COALESCE(p_scopes, c.scopes),
+        last_refreshed_at       = pg_catalog.now(),
+        status                  = 'active'
+    WHERE c.id = p_connection_id AND c.is_active;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION otobot.complete_refresh(uuid, text, text, text, timestamptz, text[], text) IS
+    'Stores refreshed tokens (encrypted; a missing refresh token keeps the old) and releases the lease.';
+
+-- A failed refresh. Permanent (invalid_grant): the connection is expired and
+-- the failure audited; returns what the failure webhook needs. Transient:
+-- the lease becomes a back-off.
+CREATE FUNCTION otobot.fail_refresh(p_connection_id uuid, p_owner text, p_permanent boolean, p_reason text,
+                                    p_retry_after_seconds integer, p_request_id text)
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    c record;
+BEGIN
+    PERFORM otobot.begin_scope('system', NULL, NULL, 'refresher', p_request_id);
+    PERFORM otobot.check_text(p_reason, 'reason', 500);
+    SELECT cc.id, cc.user_id, cc.client_id, s.service_code INTO c
+    FROM otobot.client_connections cc JOIN otobot.services s ON s.id = cc.service_id
+    WHERE cc.id = p_connection_id;
+    IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM otobot.refresh_leases l
+                                WHERE l.connection_id = p_connection_id AND l.owner = p_owner) THEN
+        RETURN NULL;
+    END IF;
+    IF p_permanent THEN
+        DELETE FROM otobot.refresh_leases WHERE connection_id = p_connection_id;
+        PERFORM pg_catalog.set_config('otobot.reason', COALESCE(p_reason, 'refresh failed'), true);
+        UPDATE otobot.client_connections SET status = 'expired' WHERE id = p_connection_id AND status = 'active';
+        PERFORM otobot.write_audit('refresh_failed', c.id, c.user_id, c.client_id, c.service_code,
+                                   pg_catalog.jsonb_build_object('reason', p_reason, 'permanent', true));
+    ELSE
+        UPDATE otobot.refresh_leases
+        SET owner = 'backoff', failures = failures + 1, last_error = p_reason,
+            lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => GREATEST(COALESCE(p_retry_after_seconds, 30), 1))
+        WHERE connection_id = p_connection_id;
+    END IF;
+    RETURN pg_catalog.jsonb_build_object('connectionId', c.id, 'userId', c.user_id, 'service', c.service_code,
+                                         'reason', p_reason, 'permanent', p_permanent);
+END
+$$;
+COMMENT ON FUNCTION otobot.fail_refresh(uuid, text, boolean, text, integer, text) IS
+    'Records a failed refresh: permanent → connection expired and audited; transient → back-off.';
+
+CREATE FUNCTION otobot.refresh_failures(p_connection_id uuid) RETURNS integer
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+    SELECT COALESCE((SELECT l.failures FROM otobot.refresh_leases l WHERE l.connection_id = p_connection_id), 0)
+$$;
+COMMENT ON FUNCTION otobot.refresh_failures(uuid) IS 'Consecutive transient refresh failures of a connection.';
+
+-- Tokens to revoke at the provider before a disconnect (owner, or an admin
+-- of the same client). Audited as a read.
+CREATE FUNCTION otobot.tokens_for_revocation(p_connection_id uuid, p_actor_user_id uuid, p_request_id text)
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    c record;
+BEGIN
+    PERFORM otobot.begin_actor(p_actor_user_id, 'tooljet', p_request_id);
+    SELECT cc.id, cc.user_id, cc.client_id, s.service_code, cc.encrypted_access_token, cc.encrypted_refresh_token
+    INTO c
+    FROM otobot.client_connections cc JOIN otobot.services s ON s.id = cc.service_id
+    WHERE cc.id = p_connection_id AND cc.is_active AND cc.credential_type = 'oauth2';
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    PERFORM otobot.write_audit('credential_read', c.id, c.user_id, c.client_id, c.service_code,
+                               '{"purpose":"revocation"}');
+    RETURN pg_catalog.jsonb_build_object(
+        'service', c.service_code,
+        'accessToken', otobot.try_decrypt(c.encrypted_access_token, c.id::text || ':encrypted_access_token'),
+        'refreshToken', CASE WHEN c.encrypted_refresh_token IS NOT NULL
+            THEN otobot.try_decrypt(c.encrypted_refresh_token, c.id::text || ':encrypted_refresh_token') END);
+END
+$$;
+COMMENT ON FUNCTION otobot.tokens_for_revocation(uuid, uuid, text) IS
+    'Decrypts a connection''s tokens for revocation at the provider (owner or same-client admin); audited.';
+
+-- ---------------------------------------------------------------------------
+-- The hot path, refresh-aware. With p_refresh_margin_seconds, a refreshable
+-- token that expires within the margin is not handed out: the caller gets
+-- code refresh_required and refreshes first. An expired connection (failed
+-- refresh) is reported as such, never handed out as valid.
+-- ---------------------------------------------------------------------------
+DROP FUNCTION otobot.get_user_credentials(uuid, text, uuid, text, text, text);
+CREATE FUNCTION otobot.get_user_credentials(
+    p_user_id uuid, p_service_code text, p_connection_id uuid DEFAULT NULL, p_label text DEFAULT NULL,
+    p_source text DEFAULT 'n8n', p_request_id text DEFAULT NULL, p_refresh_margin_seconds integer DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    c        record;
+    v_secret text;
+    v_meta   jsonb;
+BEGIN
+    IF p_user_id IS NULL OR p_service_code IS NULL THEN
+        RAISE EXCEPTION 'otobot: user id and service are required' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM otobot.begin_scope('user', p_user_id, NULL, p_source, p_request_id);
+    SELECT cc.id, cc.client_id, cc.credential_type, cc.encrypted_access_token, cc.label, cc.status,
+           cc.account_identifier, cc.token_expires_at, cc.scopes, cc.encrypted_refresh_token IS NOT NULL AS refreshable
+    INTO c
+    FROM otobot.client_connections cc
+    JOIN otobot.services s ON s.id = cc.service_id
+    WHERE cc.user_id = p_user_id AND s.service_code = p_service_code
+      AND cc.is_active AND cc.status IN ('active', 'expired')
+      AND (p_connection_id IS NULL OR cc.id = p_connection_id)
+      AND (p_label IS NULL OR cc.label = p_label)
+    ORDER BY cc.status = 'active' DESC, cc.updated_at DESC
+    LIMIT 1;
+    IF NOT FOUND THEN
+        PERFORM otobot.write_audit('credential_not_found', p_connection_id, p_user_id, NULL, p_service_code,
+                                   pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('label', p_label)));
+        RETURN pg_catalog.jsonb_build_object('hasCredentials', false, 'code', 'connection_not_found');
+    END IF;
+    v_meta := pg_catalog.jsonb_build_object(
+        'accountIdentifier', c.account_identifier,
+        'label', c.label,
+        'tokenExpired', c.status = 'expired' OR (c.token_expires_at IS NOT NULL AND c.token_expires_at <= pg_catalog.now()),
+        'expiresAt', c.token_expires_at,
+        'scopes', pg_catalog.to_jsonb(c.scopes));
+    IF c.status = 'expired' THEN
+        PERFORM otobot.write_audit('credential_expired', c.id, p_user_id, c.client_id, p_service_code, '{}');
+        RETURN pg_catalog.jsonb_build_object('hasCredentials', false, 'code', 'connection_expired',
+                                             'connectionId', c.id, 'service', p_service_code,
+                                             'metadata', v_meta || '{"status":"expired"}');
+    END IF;
+    IF p_refresh_margin_seconds IS NOT NULL AND c.refreshable AND c.token_expires_at IS NOT NULL
+       AND c.token_expires_at <= pg_catalog.now() + pg_catalog.make_interval(secs => p_refresh_margin_seconds) THEN
+        RETURN pg_catalog.jsonb_build_object('hasCredentials', false, 'code', 'refresh_required', 'connectionId', c.id);
+    END IF;
+
+    v_secret := otobot.try_decrypt(c.encrypted_access_token, c.id::text || ':encrypted_access_token');
+    IF v_secret IS NULL THEN
+        -- SECURITY: the failure is recorded and committed; no secret leaves.
+        PERFORM otobot.write_audit('decrypt_failed', c.id, p_user_id, c.client_id, p_service_code,
+                                   '{"column":"encrypted_access_token"}');
+        RETURN pg_catalog.jsonb_build_object('hasCredentials', false, 'code', 'decryption_failed',
+                                             'connectionId', c.id);
+    END IF;
+
+    -- SECURITY: same transaction as the read: no audit row, no secret.
+    PERFORM otobot.write_audit('credential_read', c.id, p_user_id, c.client_id, p_service_code, '{}');
+    RETURN pg_catalog.jsonb_build_object(
+        'connectionId', c.id,
+        'service', p_service_code,
+        'hasCredentials', true,
+        'credentials', CASE c.credential_type
+            WHEN 'api_key' THEN pg_catalog.jsonb_build_object('apiKey', v_secret, 'tokenType', 'api_key')
+            ELSE pg_catalog.jsonb_build_object('accessToken', v_secret, 'tokenType', 'Bearer') END,
+        'metadata', v_meta);
+END
+$$;
+COMMENT ON FUNCTION otobot.get_user_credentials(uuid, text, uuid, text, text, text, integer) IS
+    'Decrypts one user''s access token or API key for a service (never the refresh token) and audits the read. '
+    'hasCredentials=false with code connection_not_found, connection_expired, refresh_required or decryption_failed.';
+
+-- ---------------------------------------------------------------------------
+-- Privileges
+-- ---------------------------------------------------------------------------
+REVOKE EXECUTE ON FUNCTION
+    otobot.sync_services(jsonb),
+    otobot.begin_oauth(uuid, text, bytea, text, text, text, integer, text),
+    otobot.consume_oauth_state(bytea, text),
+    otobot.store_connection(text, uuid, text, text, text, timestamptz, text[], text, text, text, text),
+    otobot.refresh_job(uuid),
+    otobot.claim_refresh(uuid, text, integer, text),
+    otobot.claim_expiring(integer, integer, text, integer),
+    otobot.complete_refresh(uuid, text, text, text, timestamptz, text[], text),
+    otobot.fail_refresh(uuid, text, boolean, text, integer, text),
+    otobot.refresh_failures(uuid),
+    otobot.tokens_for_revocation(uuid, uuid, text),
+    otobot.get_user_credentials(uuid, text, uuid, text, text, text, integer)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    otobot.sync_services(jsonb),
+    otobot.begin_oauth(uuid, text, bytea, text, text, text, integer, text),
+    otobot.consume_oauth_state(bytea, text),
+    otobot.claim_refresh(uuid, text, integer, text),
+    otobot.claim_expiring(integer, integer, text, integer),
+    otobot.complete_refresh(uuid, text, text, text, timestamptz, text[], text),
+    otobot.fail_refresh(uuid, text, boolean, text, integer, text),
+    otobot.refresh_failures(uuid),
+    otobot.tokens_for_revocation(uuid, uuid, text),
+    otobot.get_user_credentials(uuid, text, uuid, text, text, text, integer)
+TO otobot_api;
