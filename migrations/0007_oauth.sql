@@ -246,8 +246,10 @@ $$;
 COMMENT ON FUNCTION otobot.refresh_job(uuid) IS 'What a lease holder needs to refresh one connection.';
 
 -- Take the lease of one connection (refresh on fetch): NULL when another
--- process holds it or the connection cannot be refreshed.
-CREATE FUNCTION otobot.claim_refresh(p_connection_id uuid, p_owner text, p_lease_seconds integer, p_request_id text)
+-- process holds it, or the token no longer expires within the margin (the
+-- row lock makes a just-finished refresh visible), or it cannot be refreshed.
+CREATE FUNCTION otobot.claim_refresh(p_connection_id uuid, p_owner text, p_lease_seconds integer,
+                                     p_margin_seconds integer, p_request_id text)
     RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = ''
@@ -261,6 +263,14 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    -- Re-checked under the row lock: a refresh that just committed wins.
+    PERFORM 1 FROM otobot.client_connections c
+    WHERE c.id = p_connection_id
+      AND (c.token_expires_at IS NULL
+           OR c.token_expires_at > pg_catalog.now() + pg_catalog.make_interval(secs => p_margin_seconds));
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO otobot.refresh_leases AS l (connection_id, owner, lease_until)
     VALUES (p_connection_id, p_owner, pg_catalog.now() + pg_catalog.make_interval(secs => p_lease_seconds))
     ON CONFLICT (connection_id) DO UPDATE
@@ -272,7 +282,7 @@ BEGIN
     RETURN otobot.refresh_job(p_connection_id);
 END
 $$;
-COMMENT ON FUNCTION otobot.claim_refresh(uuid, text, integer, text) IS
+COMMENT ON FUNCTION otobot.claim_refresh(uuid, text, integer, integer, text) IS
     'Leases one connection for refreshing and returns its refresh token; NULL when someone else holds it.';
 
 -- The refresher: lease up to p_limit connections expiring within the window.
@@ -423,6 +433,11 @@ $$;
 COMMENT ON FUNCTION otobot.tokens_for_revocation(uuid, uuid, text) IS
     'Decrypts a connection''s tokens for revocation at the provider (owner or same-client admin); audited.';
 
+-- A user scope sees its own client's row (to check it is active).
+CREATE POLICY clients_of_scoped_user ON otobot.clients FOR SELECT TO otobot_owner
+    USING (otobot.scope_kind() = 'user'
+           AND id = (SELECT u.client_id FROM otobot.users u WHERE u.id = otobot.scope_user()));
+
 -- ---------------------------------------------------------------------------
 -- The hot path, refresh-aware. With p_refresh_margin_seconds, a refreshable
 -- token that expires within the margin is not handed out: the caller gets
@@ -453,6 +468,10 @@ BEGIN
     JOIN otobot.services s ON s.id = cc.service_id
     WHERE cc.user_id = p_user_id AND s.service_code = p_service_code
       AND cc.is_active AND cc.status IN ('active', 'expired')
+      -- SECURITY: a deactivated user or client gets nothing, even if a
+      -- connection was left active by a manual change.
+      AND EXISTS (SELECT 1 FROM otobot.users u JOIN otobot.clients cl ON cl.id = u.client_id
+                  WHERE u.id = cc.user_id AND u.is_active AND cl.is_active)
       AND (p_connection_id IS NULL OR cc.id = p_connection_id)
       AND (p_label IS NULL OR cc.label = p_label)
     ORDER BY cc.status = 'active' DESC, cc.updated_at DESC
@@ -513,7 +532,7 @@ REVOKE EXECUTE ON FUNCTION
     otobot.consume_oauth_state(bytea, text),
     otobot.store_connection(text, uuid, text, text, text, timestamptz, text[], text, text, text, text),
     otobot.refresh_job(uuid),
-    otobot.claim_refresh(uuid, text, integer, text),
+    otobot.claim_refresh(uuid, text, integer, integer, text),
     otobot.claim_expiring(integer, integer, text, integer),
     otobot.complete_refresh(uuid, text, text, text, timestamptz, text[], text),
     otobot.fail_refresh(uuid, text, boolean, text, integer, text),
@@ -525,7 +544,7 @@ GRANT EXECUTE ON FUNCTION
     otobot.sync_services(jsonb),
     otobot.begin_oauth(uuid, text, bytea, text, text, text, integer, text),
     otobot.consume_oauth_state(bytea, text),
-    otobot.claim_refresh(uuid, text, integer, text),
+    otobot.claim_refresh(uuid, text, integer, integer, text),
     otobot.claim_expiring(integer, integer, text, integer),
     otobot.complete_refresh(uuid, text, text, text, timestamptz, text[], text),
     otobot.fail_refresh(uuid, text, boolean, text, integer, text),

@@ -8,6 +8,7 @@ pub mod error;
 pub mod jwt;
 pub mod metrics;
 pub mod migrate;
+pub mod oauth;
 pub mod password;
 pub mod rate_limit;
 pub mod request_id;

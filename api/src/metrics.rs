@@ -26,6 +26,12 @@ struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    service: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReadLabels {
     caller: String,
     outcome: &'static str,
@@ -36,6 +42,7 @@ pub struct Metrics {
     requests: Family<HttpLabels, Counter>,
     latency: Family<HttpLabels, Histogram>,
     credential_reads: Family<ReadLabels, Counter>,
+    refreshes: Family<RefreshLabels, Counter>,
     pool_size: Gauge,
     pool_available: Gauge,
     pool_waiting: Gauge,
@@ -51,6 +58,7 @@ impl Default for Metrics {
             ])
         });
         let credential_reads = Family::<ReadLabels, Counter>::default();
+        let refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -65,6 +73,11 @@ impl Default for Metrics {
             "credential_reads",
             "Credential fetches by caller and outcome",
             credential_reads.clone(),
+        );
+        registry.register(
+            "token_refreshes",
+            "OAuth token refreshes by service and outcome (refreshed, expired, retry)",
+            refreshes.clone(),
         );
         let (pool_size, pool_available, pool_waiting) =
             (Gauge::default(), Gauge::default(), Gauge::default());
@@ -88,6 +101,7 @@ impl Default for Metrics {
             requests,
             latency,
             credential_reads,
+            refreshes,
             pool_size,
             pool_available,
             pool_waiting,
@@ -103,6 +117,10 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    pub fn refresh(&self, service: &str, outcome: &'static str) {
+        self.refreshes.get_or_create(&RefreshLabels { service: service.to_owned(), outcome }).inc();
     }
 
     /// The text exposition, with the pool gauges refreshed.

@@ -42,8 +42,21 @@ pub struct UserApiSettings {
     pub n8n_webhook_url: String,
     pub n8n_webhook_secret: Option<SecretString>,
     pub trigger_timeout: Duration,
-    /// Service codes whose `<CODE>_CLIENT_ID` and `<CODE>_CLIENT_SECRET` are set.
-    pub oauth_configured: Vec<String>,
+}
+
+/// OAuth2: the catalogue, the enabled apps, the callback and the refresher.
+pub struct OAuthSettings {
+    pub catalogue: crate::oauth::catalogue::Catalogue,
+    /// code → (client id, client secret), for providers whose both variables are set.
+    pub apps: Vec<(String, String, SecretString)>,
+    /// Where the API is reached by browsers (`PUBLIC_URL`): the callback is `<PUBLIC_URL>/api/oauth/callback`.
+    pub public_url: String,
+    pub frontend_url: String,
+    pub failure_webhook: Option<String>,
+    pub refresher_enabled: bool,
+    pub refresh_interval: Duration,
+    pub refresh_concurrency: usize,
+    pub fetch_margin_seconds: i32,
 }
 
 /// Configuration of `otobot serve`.
@@ -62,6 +75,7 @@ pub struct Settings {
     pub audit_seal_interval: Duration,
     pub json_logs: bool,
     pub user_api: Option<UserApiSettings>,
+    pub oauth: OAuthSettings,
 }
 
 /// A start-up configuration error: one line that names the variable.
@@ -216,6 +230,7 @@ impl Settings {
                 Some(_) => return err("LOG_FORMAT must be text or json"),
             },
             user_api: user_api(&var, &number)?,
+            oauth: oauth(&var, &number)?,
         })
     }
 }
@@ -256,20 +271,6 @@ fn user_api(
             origins
         }
     };
-    let oauth_configured = [
-        "GOOGLE",
-        "MICROSOFT",
-        "NOTION",
-        "SLACK",
-        "GITHUB",
-        "AIRTABLE",
-    ]
-    .iter()
-    .filter(|p| {
-        var(&format!("{p}_CLIENT_ID")).is_some() && var(&format!("{p}_CLIENT_SECRET")).is_some()
-    })
-    .map(|p| p.to_ascii_lowercase())
-    .collect();
     Ok(Some(UserApiSettings {
         jwt_secret: SecretBox::new(Box::new(secret.trim().as_bytes().to_vec())),
         jwt_ttl_seconds: number("JWT_TTL_SECONDS", 3600, 60, 86_400)? as i64,
@@ -290,8 +291,53 @@ fn user_api(
             1,
             600,
         )?),
-        oauth_configured,
     }))
+}
+
+fn http_url(var: &impl Fn(&str) -> Option<String>, name: &str, default: Option<&str>) -> Result<Option<String>> {
+    let Some(value) = var(name).or_else(|| default.map(str::to_owned)) else {
+        return Ok(None);
+    };
+    let value = value.trim().trim_end_matches('/').to_owned();
+    if !(value.starts_with("http://") || value.starts_with("https://")) || value.contains(char::is_whitespace) {
+        return err(format!("{name} must be an http:// or https:// URL"));
+    }
+    Ok(Some(value))
+}
+
+fn oauth(
+    var: &impl Fn(&str) -> Option<String>,
+    number: &impl Fn(&str, u64, u64, u64) -> Result<u64>,
+) -> Result<OAuthSettings> {
+    use crate::oauth::catalogue::Catalogue;
+    let extra = match var("OAUTH_PROVIDERS_FILE") {
+        None => None,
+        Some(path) => Some(
+            std::fs::read_to_string(path.trim())
+                .map_err(|e| ConfigError(format!("OAUTH_PROVIDERS_FILE cannot be read: {e}")))?,
+        ),
+    };
+    let catalogue = Catalogue::load(extra.as_deref()).map_err(|e| ConfigError(format!("provider catalogue: {e}")))?;
+    let apps = catalogue
+        .iter()
+        .filter_map(|(code, p)| p.client_credentials(code, var).map(|(id, secret)| (code.to_owned(), id, SecretString::from(secret))))
+        .collect();
+    let refresher_enabled = match var("REFRESHER_ENABLED").as_deref().map(str::trim) {
+        None | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(_) => return err("REFRESHER_ENABLED must be true or false"),
+    };
+    Ok(OAuthSettings {
+        catalogue,
+        apps,
+        public_url: http_url(var, "PUBLIC_URL", Some("http://localhost:3001"))?.unwrap_or_default(),
+        frontend_url: http_url(var, "FRONTEND_URL", Some("http://localhost:8082"))?.unwrap_or_default(),
+        failure_webhook: http_url(var, "REFRESH_FAILURE_WEBHOOK_URL", None)?,
+        refresher_enabled,
+        refresh_interval: Duration::from_secs(number("REFRESHER_INTERVAL_SECONDS", 30, 1, 3600)?),
+        refresh_concurrency: number("REFRESH_CONCURRENCY", 8, 1, 256)? as usize,
+        fetch_margin_seconds: number("REFRESH_MARGIN_SECONDS", 60, 0, 3600)? as i32,
+    })
 }
 
 /// `scheme://host[:port]` of a URL.

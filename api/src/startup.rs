@@ -47,56 +47,82 @@ async fn load_services(state: &AppState) -> Result<HashSet<String>, crate::error
         .collect())
 }
 
-impl Application {
-    /// Connects (loading and checking every key version), then binds the port.
-    /// Fails with one clear message when a key does not match the database.
-    pub async fn build(mut settings: Settings) -> Result<Self> {
-        let keys = Arc::new(std::mem::replace(
-            &mut settings.keys,
-            crate::settings::KeySet {
-                current: placeholder_key(),
-                old: Vec::new(),
-            },
-        ));
-        let pool = db::pool(&settings, keys);
-        // Open one session now: a wrong key or a missing extension stops start-up.
-        drop(
-            pool.get()
-                .await
-                .map_err(|e| anyhow!(db::describe_pool_error(&e)))?,
-        );
+/// Connects (loading and checking every key version), syncs the provider
+/// catalogue and builds the shared state. Fails with one clear message when a
+/// key does not match the database.
+pub async fn build_state(settings: &mut Settings) -> Result<SharedState> {
+    let keys = Arc::new(std::mem::replace(
+        &mut settings.keys,
+        crate::settings::KeySet { current: placeholder_key(), old: Vec::new() },
+    ));
+    let pool = db::pool(settings, keys);
+    // Open one session now: a wrong key or a missing extension stops start-up.
+    drop(pool.get().await.map_err(|e| anyhow!(db::describe_pool_error(&e)))?);
 
-        let state = Arc::new(AppState {
-            pool,
-            tokens: InternalTokens::new(&settings.internal_tokens),
-            limit: RateLimit::new(settings.rate_limit_max, settings.rate_limit_window),
-            public_limit: RateLimit::new(
-                settings.rate_limit_max.saturating_mul(10),
-                settings.rate_limit_window,
-            ),
-            metrics: Arc::new(Metrics::default()),
-            services: RwLock::new(Arc::new(HashSet::new())),
-            refresh_window_seconds: settings.refresh_window_seconds,
-            db_timeout: settings.db_timeout,
-            user_api: settings.user_api.take().map(user_api).transpose()?,
-        });
+    let state = Arc::new(AppState {
+        pool,
+        tokens: InternalTokens::new(&settings.internal_tokens),
+        limit: RateLimit::new(settings.rate_limit_max, settings.rate_limit_window),
+        public_limit: RateLimit::new(settings.rate_limit_max.saturating_mul(10), settings.rate_limit_window),
+        metrics: Arc::new(Metrics::default()),
+        services: RwLock::new(Arc::new(HashSet::new())),
+        refresh_window_seconds: settings.refresh_window_seconds,
+        db_timeout: settings.db_timeout,
+        user_api: settings.user_api.take().map(user_api).transpose()?,
+        oauth: oauth(settings)?,
+    });
+    // The catalogue is the source of truth for the services table.
+    let client = db::client(&state.pool).await.map_err(|e| anyhow!("{e}"))?;
+    let synced: i32 = client
+        .query_one("SELECT otobot.sync_services($1)", &[&state.oauth.catalogue.services_json()])
+        .await
+        .context("cannot sync the provider catalogue into otobot.services")?
+        .get(0);
+    drop(client);
+    let services = load_services(&state).await.map_err(|e| anyhow!("cannot read the service catalogue: {e}"))?;
+    tracing::info!(services = services.len(), synced, oauth_enabled = state.oauth.apps.len(), "service catalogue loaded");
+    *state.services.write().expect("not poisoned") = Arc::new(services);
+    Ok(state)
+}
+
+fn oauth(settings: &mut Settings) -> Result<crate::oauth::OAuth> {
+    let o = &mut settings.oauth;
+    let catalogue = std::mem::replace(&mut o.catalogue, crate::oauth::catalogue::Catalogue::load(None).context("catalogue")?);
+    let apps = std::mem::take(&mut o.apps)
+        .into_iter()
+        .map(|(code, client_id, client_secret)| (code, crate::oauth::App { client_id, client_secret }))
+        .collect();
+    let suffix: u32 = rand::random();
+    Ok(crate::oauth::OAuth {
+        catalogue,
+        apps,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("cannot build the HTTP client")?,
+        redirect_uri: format!("{}/api/oauth/callback", o.public_url),
+        frontend_url: o.frontend_url.clone(),
+        failure_webhook: o.failure_webhook.clone(),
+        lease_owner: format!("otobot-{}-{suffix:08x}", std::process::id()),
+        fetch_margin_seconds: o.fetch_margin_seconds,
+        refresh_window_seconds: settings.refresh_window_seconds,
+        refresh_interval: o.refresh_interval,
+        refresh_concurrency: o.refresh_concurrency,
+        refresher_enabled: o.refresher_enabled,
+    })
+}
+
+impl Application {
+    /// Builds the state (see [`build_state`]), then binds the port.
+    pub async fn build(mut settings: Settings) -> Result<Self> {
+        let state = build_state(&mut settings).await?;
         if state.user_api.is_none() {
             tracing::warn!("API_JWT_SECRET is not set: the user API (/api/tooljet) is disabled");
         }
-        let services = load_services(&state)
-            .await
-            .map_err(|e| anyhow!("cannot read the service catalogue: {e}"))?;
-        *state.services.write().expect("not poisoned") = Arc::new(services);
-
         let address = SocketAddr::new(settings.host, settings.port);
-        let listener = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen on {address}"))?;
-        Ok(Self {
-            listener,
-            state,
-            seal_interval: settings.audit_seal_interval,
-        })
+        let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+        Ok(Self { listener, state, seal_interval: settings.audit_seal_interval })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -116,7 +142,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let background = tokio::spawn(background(self.state.clone(), self.seal_interval, stop_rx));
+        let background = tokio::spawn(background(self.state.clone(), self.seal_interval, stop_rx.clone()));
+        let refresher = self.state.oauth.refresher_enabled.then(|| tokio::spawn(refresher(self.state.clone(), stop_rx)));
         tracing::info!(address = %self.local_addr(), "otobot serve listening");
         let app =
             routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -126,6 +153,9 @@ impl Application {
             .context("server error")?;
         let _ = stop_tx.send(true);
         let _ = background.await;
+        if let Some(refresher) = refresher {
+            let _ = refresher.await;
+        }
         seal_once(&self.state).await;
         tracing::info!("otobot serve stopped");
         Ok(())
@@ -173,6 +203,30 @@ async fn seal_once(state: &AppState) -> Option<i32> {
         Err(error) => {
             tracing::warn!(%error, "audit sealing failed; will retry");
             None
+        }
+    }
+}
+
+/// The refresher: every interval, refreshes what expires within the window
+/// (a full batch means more wait: go on at once).
+pub async fn refresher(state: SharedState, mut stop: watch::Receiver<bool>) {
+    const BATCH: i32 = 100;
+    let mut tick = tokio::time::interval(state.oauth.refresh_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(owner = %state.oauth.lease_owner, "token refresher running");
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => loop {
+                match crate::oauth::refresh::refresh_expiring(&state, BATCH).await {
+                    Ok(n) if n as i32 == BATCH && !*stop.borrow() => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "refresher pass failed; will retry");
+                        break;
+                    }
+                }
+            },
         }
     }
 }

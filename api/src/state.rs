@@ -39,6 +39,7 @@ pub struct AppState {
     pub refresh_window_seconds: i32,
     pub db_timeout: Duration,
     pub user_api: Option<UserApi>,
+    pub oauth: crate::oauth::OAuth,
 }
 
 impl AppState {

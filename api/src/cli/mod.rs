@@ -2,8 +2,10 @@
 
 mod accounts;
 mod gen_secrets;
+mod keys;
 mod migrate;
 pub mod ops;
+mod refresher;
 mod serve;
 
 use std::process::ExitCode;
@@ -25,6 +27,8 @@ enum Command {
     Migrate(migrate::Args),
     /// Run the internal API (INTERNAL_API_PORT, default 3001) and the audit sealer.
     Serve(serve::Args),
+    /// Run the OAuth token refresher alone (serve runs one too unless REFRESHER_ENABLED=false).
+    Refresher(refresher::Args),
     /// Write a fresh .env from .env.example, every secret from the OS CSPRNG.
     GenSecrets(gen_secrets::Args),
     /// Create a client (company) account; the password is prompted or read with --password-stdin.
@@ -35,6 +39,10 @@ enum Command {
     DeactivateUser(accounts::DeactivateUserArgs),
     /// Deactivate one connection, e.g. a token suspected compromised (audited, source cli).
     DeactivateConnection(accounts::DeactivateConnectionArgs),
+    /// Re-encrypt every stored secret to ENCRYPTION_KEY_VERSION, online, in batches; resumable.
+    RotateKey(keys::RotateArgs),
+    /// Record that no secret uses a key version any more (refused while one does).
+    RetireKey(keys::RetireArgs),
 }
 
 impl Command {
@@ -42,11 +50,14 @@ impl Command {
         match self {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Refresher(args) => refresher::run(args).await,
             Command::GenSecrets(args) => gen_secrets::run(args).await,
             Command::CreateClient(args) => accounts::create_client(args).await,
             Command::CreateUser(args) => accounts::create_user(args).await,
             Command::DeactivateUser(args) => accounts::deactivate_user(args).await,
             Command::DeactivateConnection(args) => accounts::deactivate_connection(args).await,
+            Command::RotateKey(args) => keys::rotate(args).await,
+            Command::RetireKey(args) => keys::retire(args).await,
         }
     }
 }

@@ -50,7 +50,7 @@ fn json_text(body: String) -> Response {
 }
 
 const GET_CREDENTIALS: &str =
-    "SELECT r->>'code', r::text FROM otobot.get_user_credentials($1, $2, $3, $4, $5, $6) AS r";
+    "SELECT r->>'code', r::text FROM otobot.get_user_credentials($1, $2, $3, $4, $5, $6, $7) AS r";
 
 /// Fetch a user's decrypted credential for a service (audited).
 #[utoipa::path(
@@ -101,47 +101,66 @@ pub async fn credentials(
         ));
     }
     let request_id = request_id::current();
-    let row = db::within(state.db_timeout, async {
-        let client = db::client(&state.pool).await?;
-        let statement = client
-            .prepare_cached(GET_CREDENTIALS)
+    let fetch = |margin: Option<i32>| {
+        let (state, service, caller, request_id) = (&state, &service, &caller, &request_id);
+        async move {
+            db::within(state.db_timeout, async {
+                let client = db::client(&state.pool).await?;
+                let statement = client.prepare_cached(GET_CREDENTIALS).await.map_err(db::map_error)?;
+                let row = client
+                    .query_one(&statement, &[&user_id, service, &connection_id, &label, &caller.0, request_id, &margin])
+                    .await
+                    .map_err(db::map_error)?;
+                Ok((row.get::<_, Option<String>>(0), row.get::<_, String>(1)))
+            })
             .await
-            .map_err(db::map_error)?;
-        client
-            .query_one(
-                &statement,
-                &[
-                    &user_id,
-                    &service,
-                    &connection_id,
-                    &label,
-                    &caller.0,
-                    &request_id,
-                ],
-            )
-            .await
-            .map_err(db::map_error)
-    })
-    .await?;
-    let code: Option<String> = row.get(0);
+        }
+    };
+    // An access token that expires within the margin is refreshed first
+    // (once, across every API process); others wait for that refresh.
+    let margin = state.oauth.fetch_margin_seconds;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (mut code, mut body) = fetch(Some(margin)).await?;
+    while code.as_deref() == Some("refresh_required") {
+        let id = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["connectionId"].as_str().and_then(|s| Uuid::parse_str(s).ok()));
+        let attempt = match id {
+            Some(id) => crate::oauth::refresh::try_refresh(&state, id, margin, &request_id).await,
+            None => crate::oauth::refresh::Attempt::NotNow,
+        };
+        use crate::oauth::refresh::Attempt;
+        (code, body) = match attempt {
+            Attempt::Done(_) => fetch(Some(margin)).await?,
+            Attempt::Busy if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                fetch(Some(margin)).await?
+            }
+            // Cannot refresh now: hand out what there is, flagged.
+            _ => fetch(None).await?,
+        };
+    }
     match code.as_deref() {
         None => {
             state.metrics.credential_read(&caller.0, "ok");
-            Ok(json_text(row.get(1)))
+            Ok(json_text(body))
         }
         Some("connection_not_found") => {
             state.metrics.credential_read(&caller.0, "not_found");
             Err(ApiError::ConnectionNotFound)
         }
+        Some("connection_expired") => {
+            state.metrics.credential_read(&caller.0, "expired");
+            let mut v: serde_json::Value = serde_json::from_str(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+            v["error"] = "Connection expired: the account must be reconnected".into();
+            v["requestId"] = request_id.clone().into();
+            Ok((axum::http::StatusCode::NOT_FOUND, axum::Json(v)).into_response())
+        }
         Some("decryption_failed") => {
-            state
-                .metrics
-                .credential_read(&caller.0, "decryption_failed");
+            state.metrics.credential_read(&caller.0, "decryption_failed");
             Err(ApiError::DecryptionFailed)
         }
-        Some(other) => Err(ApiError::Internal(format!(
-            "unexpected result code {other}"
-        ))),
+        Some(other) => Err(ApiError::Internal(format!("unexpected result code {other}"))),
     }
 }
 

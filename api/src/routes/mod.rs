@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod internal;
+pub mod oauth;
 pub mod openapi;
 pub mod tooljet;
 pub mod webhooks;
@@ -26,10 +27,12 @@ pub fn router(state: SharedState) -> Router {
                 internal_guard,
             ));
     let user = tooljet::router()
+        .merge(oauth::user_router())
         .route_layer(middleware::from_fn_with_state(state.clone(), user_guard))
         .layer(cors(&state));
     let public = health::router()
         .merge(openapi::router())
+        .merge(oauth::public_router())
         .route_layer(middleware::from_fn_with_state(state.clone(), public_guard));
     Router::new()
         .merge(internal)

@@ -231,7 +231,6 @@ async fn me(State(state): State<SharedState>, user: AuthUser) -> Result<Response
 
 /// `GET /api/tooljet/services`: the catalogue, and whether OAuth is configured for each.
 async fn services(State(state): State<SharedState>, _user: AuthUser) -> Result<Response> {
-    let api = user_api(&state)?;
     let list = call(&state, "SELECT otobot.list_services()::text", &[])
         .await?
         .unwrap_or_else(|| "[]".into());
@@ -239,8 +238,7 @@ async fn services(State(state): State<SharedState>, _user: AuthUser) -> Result<R
         serde_json::from_str(&list).map_err(|e| ApiError::Internal(e.to_string()))?;
     for service in list.as_array_mut().into_iter().flatten() {
         let code = service["code"].as_str().unwrap_or_default().to_owned();
-        let oauth =
-            service["authType"] == "oauth2" && api.settings.oauth_configured.contains(&code);
+        let oauth = service["authType"] == "oauth2" && state.oauth.apps.contains_key(&code);
         service["oauthConfigured"] = json!(oauth);
         service["configured"] = json!(oauth || service["acceptsApiKey"] == true);
     }
@@ -350,6 +348,22 @@ async fn delete_connection(
 ) -> Result<Response> {
     let id = uuid_param(&id, "id")?;
     let request_id = request_id::current();
+    // Revoke at the provider first, where the catalogue says how; a failed
+    // revocation still deactivates, and says so.
+    let tokens = call(&state, "SELECT otobot.tokens_for_revocation($1, $2, $3)::text", &[&id, &user.id, &request_id]).await?;
+    let mut revocation = json!(null);
+    if let Some(tokens) = tokens.and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
+        let service = tokens["service"].as_str().unwrap_or_default();
+        let token = tokens["refreshToken"].as_str().or_else(|| tokens["accessToken"].as_str());
+        revocation = match (state.oauth.provider(service), token) {
+            (Some((provider, app)), Some(token)) => match state.oauth.revoke(provider, app, token).await {
+                Ok(true) => json!({ "revoked": true }),
+                Ok(false) => json!({ "revoked": false, "reason": "the provider has no revocation endpoint" }),
+                Err(error) => json!({ "revoked": false, "reason": error }),
+            },
+            _ => json!({ "revoked": false, "reason": "the provider is not configured on this server" }),
+        };
+    }
     let done = call(
         &state,
         "SELECT otobot.deactivate_connection($1, $2, 'tooljet', $3)::text",
@@ -357,11 +371,8 @@ async fn delete_connection(
     )
     .await?;
     match done.as_deref() {
-        Some("true") => Ok(Json(json!({ "id": id, "deactivated": true })).into_response()),
-        _ => Err(ApiError::NotFound(
-            "connection_not_found",
-            "Connection not found".into(),
-        )),
+        Some("true") => Ok(Json(json!({ "id": id, "deactivated": true, "revocation": revocation })).into_response()),
+        _ => Err(ApiError::NotFound("connection_not_found", "Connection not found".into())),
     }
 }
 
