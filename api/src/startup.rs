@@ -97,6 +97,8 @@ fn oauth(settings: &mut Settings) -> Result<crate::oauth::OAuth> {
         catalogue,
         apps,
         http: reqwest::Client::builder()
+            // Some providers (GitHub) refuse requests without a User-Agent.
+            .user_agent(concat!("otobot/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(15))
             .redirect(reqwest::redirect::Policy::none())
             .build()
