@@ -212,10 +212,16 @@ impl OAuth {
                     app.client_secret.expose_secret().to_owned(),
                 ));
             }
-            RevokeAuth::Bearer => request = request.bearer_auth(token),
+            // The token goes in the header; the body stays empty.
+            RevokeAuth::Bearer => {
+                request = request.bearer_auth(token);
+                form.clear();
+            }
+        }
+        if !form.is_empty() {
+            request = request.form(&form);
         }
         let response = request
-            .form(&form)
             .send()
             .await
             .map_err(|e| e.without_url().to_string())?;
