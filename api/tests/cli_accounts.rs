@@ -35,7 +35,14 @@ async fn an_operator_creates_a_client_and_a_user_with_passwords_from_stdin() {
 
     let out = run_async(
         dir.path(),
-        &["create-client", "--company", "Acme", "--email", "boss@acme.test", "--password-stdin"],
+        &[
+            "create-client",
+            "--company",
+            "Acme",
+            "--email",
+            "boss@acme.test",
+            "--password-stdin",
+        ],
         &vars,
         Some("correct horse battery\n"),
     )
@@ -45,8 +52,16 @@ async fn an_operator_creates_a_client_and_a_user_with_passwords_from_stdin() {
 
     let out = run_async(
         dir.path(),
-        &["create-user", "--client-id", &client_id.to_string(), "--email", "ann@acme.test",
-          "--role", "admin", "--password-stdin"],
+        &[
+            "create-user",
+            "--client-id",
+            &client_id.to_string(),
+            "--email",
+            "ann@acme.test",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
         &vars,
         Some("another long password\n"),
     )
@@ -56,7 +71,10 @@ async fn an_operator_creates_a_client_and_a_user_with_passwords_from_stdin() {
 
     let admin = db.client().await;
     let row = admin
-        .query_one("SELECT password_hash, role, client_id FROM otobot.users WHERE id = $1", &[&user_id])
+        .query_one(
+            "SELECT password_hash, role, client_id FROM otobot.users WHERE id = $1",
+            &[&user_id],
+        )
         .await
         .unwrap();
     let hash: String = row.get(0);
@@ -65,7 +83,10 @@ async fn an_operator_creates_a_client_and_a_user_with_passwords_from_stdin() {
     assert_eq!(row.get::<_, String>(1), "admin");
     assert_eq!(row.get::<_, uuid::Uuid>(2), client_id);
     let client_hash: String = admin
-        .query_one("SELECT password_hash FROM otobot.clients WHERE id = $1", &[&client_id])
+        .query_one(
+            "SELECT password_hash FROM otobot.clients WHERE id = $1",
+            &[&client_id],
+        )
         .await
         .unwrap()
         .get(0);
@@ -73,7 +94,10 @@ async fn an_operator_creates_a_client_and_a_user_with_passwords_from_stdin() {
 
     assert_eq!(
         audit_actions(&admin).await,
-        vec![("client_created".into(), "cli".into()), ("user_created".into(), "cli".into())]
+        vec![
+            ("client_created".into(), "cli".into()),
+            ("user_created".into(), "cli".into())
+        ]
     );
 }
 
@@ -82,7 +106,13 @@ async fn passwords_are_never_arguments_and_short_or_missing_ones_are_refused() {
     let db = TestDb::migrated().await;
     let dir = tempfile::tempdir().unwrap();
     let vars = [("MIGRATION_DATABASE_URL", db.url.as_str())];
-    let base = ["create-client", "--company", "Acme", "--email", "x@acme.test"];
+    let base = [
+        "create-client",
+        "--company",
+        "Acme",
+        "--email",
+        "x@acme.test",
+    ];
 
     // No --password flag exists.
     let mut args = base.to_vec();
@@ -99,7 +129,13 @@ async fn passwords_are_never_arguments_and_short_or_missing_ones_are_refused() {
     let out = run_async(dir.path(), &args, &vars, Some("short\n")).await;
     assert_error(&out, "at least 12 characters");
 
-    let n: i64 = db.client().await.query_one("SELECT count(*) FROM otobot.clients", &[]).await.unwrap().get(0);
+    let n: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM otobot.clients", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0);
 }
 
@@ -117,7 +153,12 @@ async fn incident_commands_deactivate_a_connection_and_a_user_with_their_reason(
 
     let out = run_async(
         dir.path(),
-        &["deactivate-connection", &google.to_string(), "--reason", "token leaked in a log"],
+        &[
+            "deactivate-connection",
+            &google.to_string(),
+            "--reason",
+            "token leaked in a log",
+        ],
         &vars,
         None,
     )
@@ -126,7 +167,12 @@ async fn incident_commands_deactivate_a_connection_and_a_user_with_their_reason(
     // A second time: nothing left to do, said as an error.
     let out = run_async(
         dir.path(),
-        &["deactivate-connection", &google.to_string(), "--reason", "again"],
+        &[
+            "deactivate-connection",
+            &google.to_string(),
+            "--reason",
+            "again",
+        ],
         &vars,
         None,
     )
@@ -150,10 +196,20 @@ async fn incident_commands_deactivate_a_connection_and_a_user_with_their_reason(
         )
         .await
         .unwrap();
-    let got: Vec<(Option<uuid::Uuid>, String, String, Option<String>)> =
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let got: Vec<(Option<uuid::Uuid>, String, String, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
     assert_eq!(got.len(), 4, "{got:?}");
-    assert_eq!(got[0], (Some(google), "connection_deactivated".into(), "cli".into(), Some("token leaked in a log".into())));
+    assert_eq!(
+        got[0],
+        (
+            Some(google),
+            "connection_deactivated".into(),
+            "cli".into(),
+            Some("token leaked in a log".into())
+        )
+    );
     let mut user_conns: Vec<uuid::Uuid> = got[1..3].iter().map(|g| g.0.unwrap()).collect();
     user_conns.sort();
     let mut expected = vec![notion, slack];
@@ -163,7 +219,10 @@ async fn incident_commands_deactivate_a_connection_and_a_user_with_their_reason(
     assert!(got.iter().all(|g| g.2 == "cli"));
 
     let active: i64 = admin
-        .query_one("SELECT count(*) FROM otobot.client_connections WHERE is_active", &[])
+        .query_one(
+            "SELECT count(*) FROM otobot.client_connections WHERE is_active",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -175,8 +234,14 @@ async fn an_unreachable_database_is_one_error_line_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_async(
         dir.path(),
-        &["deactivate-user", USER_A, "--reason", "test", "--database-url",
-          "postgresql://otobot_admin:hunter2@127.0.0.1:1/otobot"],
+        &[
+            "deactivate-user",
+            USER_A,
+            "--reason",
+            "test",
+            "--database-url",
+            "postgresql://otobot_admin:hunter2@127.0.0.1:1/otobot",
+        ],
         &[],
         None,
     )

@@ -29,12 +29,18 @@ fn gen_secrets_writes_a_private_env_that_serve_accepts() {
     for name in ["POSTGRES_PASSWORD", "FRONTEND_DB_PASSWORD"] {
         let password = &vars[name];
         assert!(password.len() >= 32, "{name}");
-        assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()), "{name}");
+        assert!(
+            password.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{name}"
+        );
     }
     assert!(vars["N8N_INTERNAL_TOKEN"].len() >= 32);
     assert!(vars["API_JWT_SECRET"].len() >= 32);
     // OAuth apps are the operator's to configure.
-    assert_eq!(vars.get("GOOGLE_CLIENT_SECRET").map(String::as_str), Some(""));
+    assert_eq!(
+        vars.get("GOOGLE_CLIENT_SECRET").map(String::as_str),
+        Some("")
+    );
 
     // The file is a configuration `otobot serve` starts with.
     otobot_api::settings::Settings::from_vars(|name| vars.get(name).cloned())
@@ -54,11 +60,24 @@ fn gen_secrets_never_overwrites_an_existing_file_without_force() {
     let path = dir.path().join("prod.env");
     std::fs::write(&path, "ENCRYPTION_MASTER_KEY=keep-me\n").unwrap();
 
-    let out = run(dir.path(), &["gen-secrets", "--output", "prod.env"], &[], None);
+    let out = run(
+        dir.path(),
+        &["gen-secrets", "--output", "prod.env"],
+        &[],
+        None,
+    );
     assert_error(&out, "already exists");
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), "ENCRYPTION_MASTER_KEY=keep-me\n");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "ENCRYPTION_MASTER_KEY=keep-me\n"
+    );
 
-    let out = run(dir.path(), &["gen-secrets", "--output", "prod.env", "--force"], &[], None);
+    let out = run(
+        dir.path(),
+        &["gen-secrets", "--output", "prod.env", "--force"],
+        &[],
+        None,
+    );
     assert_ok(&out);
     assert_ne!(read_env(&path)["ENCRYPTION_MASTER_KEY"], "keep-me");
 }
@@ -68,8 +87,16 @@ fn two_generated_files_share_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     assert_ok(&run(dir.path(), &["gen-secrets", "-o", "a.env"], &[], None));
     assert_ok(&run(dir.path(), &["gen-secrets", "-o", "b.env"], &[], None));
-    let (a, b) = (read_env(&dir.path().join("a.env")), read_env(&dir.path().join("b.env")));
-    for name in ["ENCRYPTION_MASTER_KEY", "N8N_INTERNAL_TOKEN", "API_JWT_SECRET", "POSTGRES_PASSWORD"] {
+    let (a, b) = (
+        read_env(&dir.path().join("a.env")),
+        read_env(&dir.path().join("b.env")),
+    );
+    for name in [
+        "ENCRYPTION_MASTER_KEY",
+        "N8N_INTERNAL_TOKEN",
+        "API_JWT_SECRET",
+        "POSTGRES_PASSWORD",
+    ] {
         assert_ne!(a[name], b[name], "{name}");
     }
 }

@@ -206,7 +206,12 @@ pub async fn deactivate_connection(args: DeactivateConnectionArgs) -> Result<()>
     let done: bool = client
         .query_one(
             "SELECT otobot.deactivate_connection($1, NULL, $2, $3, $4)",
-            &[&args.connection_id, &SOURCE, &request_id(), &args.reason.trim()],
+            &[
+                &args.connection_id,
+                &SOURCE,
+                &request_id(),
+                &args.reason.trim(),
+            ],
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot deactivate the connection: {}", db_message(&e)))?

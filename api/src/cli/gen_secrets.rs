@@ -122,7 +122,11 @@ fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     let file_name = path
         .file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = path.with_file_name(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -159,7 +163,9 @@ mod tests {
         assert_eq!(lines[1], "A=1");
         let key = lines[2].strip_prefix("ENCRYPTION_MASTER_KEY=").unwrap();
         assert_eq!(key.len(), 64);
-        assert!(key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(key
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         let password = lines[3].strip_prefix("POSTGRES_PASSWORD=").unwrap();
         assert_eq!(password.len(), 32);
         assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));

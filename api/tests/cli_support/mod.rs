@@ -93,7 +93,12 @@ pub fn assert_ok(out: &Output) {
 #[track_caller]
 pub fn assert_error(out: &Output, needle: &str) -> String {
     let err = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "stdout:\n{}\nstderr:\n{err}", stdout(out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{}\nstderr:\n{err}",
+        stdout(out)
+    );
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{err}");
     assert!(errors[0].contains(needle), "expected {needle:?} in {err}");
