@@ -1,6 +1,7 @@
 //! The `otobot` command line: one module per subcommand.
 
 mod accounts;
+mod audit;
 mod gen_secrets;
 mod keys;
 mod migrate;
@@ -43,6 +44,9 @@ enum Command {
     RotateKey(keys::RotateArgs),
     /// Record that no secret uses a key version any more (refused while one does).
     RetireKey(keys::RetireArgs),
+    /// Verify the keyed audit chain, or export audit rows for a SIEM.
+    #[command(subcommand)]
+    Audit(audit::Command),
 }
 
 impl Command {
@@ -58,6 +62,7 @@ impl Command {
             Command::DeactivateConnection(args) => accounts::deactivate_connection(args).await,
             Command::RotateKey(args) => keys::rotate(args).await,
             Command::RetireKey(args) => keys::retire(args).await,
+            Command::Audit(command) => audit::run(command).await,
         }
     }
 }
