@@ -24,6 +24,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Node.js runs the n8n node's build and tests, and the test OAuth server.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "installing Node.js and npm (Debian packages)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+
 if ! cargo pgrx --version 2>/dev/null | grep -qF " $PGRX_VERSION"; then
     say "installing cargo-pgrx $PGRX_VERSION (about 3 minutes, once)"
     cargo install cargo-pgrx --version "$PGRX_VERSION" --locked

@@ -37,6 +37,10 @@ sql_suite() {
         OTOBOT_BIN="$ROOT/target/debug/otobot" "$ROOT/tests/sql/run.sh"
 }
 api_tests() {
+    # The OAuth tests run a real OAuth2 server (oidc-provider, Node).
+    if [ ! -d "$ROOT/tests/oauth-server/node_modules/oidc-provider" ]; then
+        (cd "$ROOT/tests/oauth-server" && npm ci --no-audit --no-fund >/dev/null) || return 1
+    fi
     cargo test -p otobot-api --manifest-path "$ROOT/Cargo.toml"
 }
 

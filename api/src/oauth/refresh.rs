@@ -63,6 +63,9 @@ async fn call_json(
 
 /// Calls the provider for a leased job and records the result.
 async fn run_job(state: &AppState, job: Job, request_id: &str) -> Outcome {
+    // The background refresher has no request: NULL, not an empty id.
+    let request_id = (!request_id.is_empty()).then_some(request_id);
+    let request_id = &request_id;
     let oauth = &state.oauth;
     let owner = oauth.lease_owner.as_str();
     let Some((provider, app)) = oauth.provider(&job.service) else {
@@ -163,7 +166,7 @@ async fn fail(
     permanent: bool,
     reason: &str,
     retry_after: i32,
-    request_id: &str,
+    request_id: &Option<&str>,
 ) -> Result<Option<Value>, ApiError> {
     call_json(
         state,

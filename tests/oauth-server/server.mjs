@@ -1,0 +1,55 @@
+// A real OAuth 2.0 / OpenID Connect server for Otobot's tests (oidc-provider),
+// on loopback. Environment: PORT, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI,
+// ACCESS_TTL (seconds, default 5), REFRESH_DELAY_MS (delay added to each
+// refresh grant's answer, default 0). GET /stats counts token requests
+// by grant type.
+import Provider from 'oidc-provider';
+
+const port = Number(process.env.PORT);
+const issuer = `http://127.0.0.1:${port}`;
+const refreshDelay = Number(process.env.REFRESH_DELAY_MS || 0);
+
+const provider = new Provider(issuer, {
+  clients: [{
+    client_id: process.env.CLIENT_ID,
+    client_secret: process.env.CLIENT_SECRET,
+    redirect_uris: [process.env.REDIRECT_URI],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    scope: 'openid email offline_access',
+    token_endpoint_auth_method: 'client_secret_basic',
+  }],
+  pkce: { required: () => true },
+  rotateRefreshToken: true,
+  clockTolerance: 0,
+  ttl: {
+    AccessToken: Number(process.env.ACCESS_TTL || 5),
+    AuthorizationCode: 60, Interaction: 600, Session: 600, Grant: 3600, RefreshToken: 3600, IdToken: 300,
+  },
+  features: {
+    devInteractions: { enabled: true },
+    revocation: { enabled: true },
+    introspection: { enabled: true },
+    userinfo: { enabled: true },
+  },
+  cookies: { keys: ['otobot-test-cookie-key'] },
+  claims: { openid: ['sub'], email: ['email'] },
+  findAccount: async (ctx, id) => ({ accountId: id, claims: async () => ({ sub: id, email: `${id}@example.test` }) }),
+});
+
+const stats = {};
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/stats') {
+    ctx.body = stats;
+    return;
+  }
+  await next();
+  if (ctx.oidc?.route === 'token') {
+    const grant = ctx.oidc.params?.grant_type;
+    stats[grant] = (stats[grant] || 0) + 1;
+    // Slow answers widen the window in which two refreshes could race.
+    if (grant === 'refresh_token' && refreshDelay) await new Promise((r) => setTimeout(r, refreshDelay));
+  }
+});
+
+provider.listen(port, '127.0.0.1', () => console.log(`ready ${issuer}`));
