@@ -206,6 +206,29 @@ describe('Get User Credentials', () => {
 		]);
 	});
 
+	it('turns 404 connection_expired into an item flagged tokenExpired, never credentials', async () => {
+		const expiredBody = {
+			error: 'Connection expired: the account must be reconnected',
+			code: 'connection_expired',
+			hasCredentials: false,
+			connectionId: 'c0ffee00-0000-4000-8000-000000000001',
+			service: 'notion',
+			metadata: { tokenExpired: true, status: 'expired' },
+			requestId: 'req-exp',
+		};
+		const { context } = mockContext({ params: getCredentials, answers: [fail(404, expiredBody)] });
+
+		const [output] = await run(context);
+
+		expect(output[0].json).toMatchObject({
+			hasCredentials: false,
+			code: 'connection_expired',
+			tokenExpired: true,
+			connectionId: 'c0ffee00-0000-4000-8000-000000000001',
+		});
+		expect(output[0].json.credentials).toBeUndefined();
+	});
+
 	it('refuses a user ID that is not a UUID without calling the API', async () => {
 		const { context, request } = mockContext({
 			params: { ...getCredentials, userId: 'user-42' },

@@ -66,7 +66,8 @@ export const fieldProperties: INodeProperties[] = [
 		displayName: 'Service Code',
 		name: 'customService',
 		type: 'string',
-		required: true,
+		// Not `required`: n8n shows this field whenever Service is an expression (it cannot know the
+		// value), and an empty required field then blocks the workflow ("has issues"). Checked at run time.
 		default: '',
 		placeholder: 'e.g. hubspot',
 		description: 'Service code as configured in Otobot',

@@ -2,7 +2,7 @@ import type { IDataObject, IExecuteFunctions } from 'n8n-workflow';
 import { NodeOperationError } from 'n8n-workflow';
 
 import { CUSTOM_SERVICE } from './descriptions';
-import { CONNECTION_NOT_FOUND, otobotApiRequest } from './transport';
+import { CONNECTION_EXPIRED, CONNECTION_NOT_FOUND, otobotApiRequest } from './transport';
 
 export type Operation = 'getUserCredentials' | 'listUserConnections' | 'checkConnectionStatus';
 
@@ -140,12 +140,14 @@ function connectionSelector(this: IExecuteFunctions, itemIndex: number): IDataOb
 	return label ? { label } : {};
 }
 
-/** The item for Otobot's 404 `connection_not_found`. */
+/** The item for Otobot's 404 `connection_not_found` or `connection_expired`. */
 function notFound(body: IDataObject, fields: IDataObject): IDataObject {
+	const expired = body.code === CONNECTION_EXPIRED;
 	return {
 		...fields,
 		error: typeof body.error === 'string' ? body.error : 'Connection not found',
-		code: CONNECTION_NOT_FOUND,
+		code: expired ? CONNECTION_EXPIRED : CONNECTION_NOT_FOUND,
+		...(expired ? { tokenExpired: true, connectionId: body.connectionId, metadata: body.metadata } : {}),
 		...(typeof body.requestId === 'string' ? { requestId: body.requestId } : {}),
 	};
 }

@@ -23,6 +23,8 @@ export interface OtobotResponse {
 }
 
 export const CONNECTION_NOT_FOUND = 'connection_not_found';
+/** A connection whose grant died (a failed refresh): reconnect the account. Also data. */
+export const CONNECTION_EXPIRED = 'connection_expired';
 
 const REQUEST_TIMEOUT_MS = 30_000;
 
@@ -82,7 +84,8 @@ export async function otobotApiRequest(
 	const { statusCode } = response;
 	const body = asObject(response.body);
 	if (body && statusCode >= 200 && statusCode < 300) return { statusCode, body };
-	if (body && statusCode === 404 && body.code === CONNECTION_NOT_FOUND) return { statusCode, body };
+	if (body && statusCode === 404 && (body.code === CONNECTION_NOT_FOUND || body.code === CONNECTION_EXPIRED))
+		return { statusCode, body };
 	throw httpFailure(this.getNode(), statusCode, response.headers ?? {}, body, itemIndex);
 }
 
