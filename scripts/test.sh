@@ -44,10 +44,17 @@ api_tests() {
     cargo test -p otobot-api --manifest-path "$ROOT/Cargo.toml"
 }
 
+n8n_node() {
+    (cd "$ROOT/n8n" &&
+        { [ -d node_modules ] || npm ci --no-audit --no-fund >/dev/null; } &&
+        npm run --silent lint && npm run --silent build && npm test)
+}
+
 suite "extension (cargo pgrx test)" pgrx_test
 suite "install extension" install_extension
 suite "sql (tests/sql)" sql_suite
 suite "api (cargo test)" api_tests
+suite "n8n node (lint, build, unit tests)" n8n_node
 suite "docker files (compose config)" "$ROOT/docker/check.sh"
 
 echo
