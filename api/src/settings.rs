@@ -57,6 +57,7 @@ pub struct OAuthSettings {
     pub refresh_interval: Duration,
     pub refresh_concurrency: usize,
     pub fetch_margin_seconds: i32,
+    pub lease_seconds: i32,
 }
 
 /// Configuration of `otobot serve`.
@@ -337,6 +338,7 @@ fn oauth(
         refresh_interval: Duration::from_secs(number("REFRESHER_INTERVAL_SECONDS", 30, 1, 3600)?),
         refresh_concurrency: number("REFRESH_CONCURRENCY", 8, 1, 256)? as usize,
         fetch_margin_seconds: number("REFRESH_MARGIN_SECONDS", 60, 0, 3600)? as i32,
+        lease_seconds: number("REFRESH_LEASE_SECONDS", 60, 5, 3600)? as i32,
     })
 }
 

@@ -99,7 +99,8 @@ fn oauth(settings: &mut Settings) -> Result<crate::oauth::OAuth> {
         http: reqwest::Client::builder()
             // Some providers (GitHub) refuse requests without a User-Agent.
             .user_agent(concat!("otobot/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(15))
+            // A provider call always ends before its refresh lease does.
+            .timeout(Duration::from_secs(15.min(o.lease_seconds as u64 - 2)))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("cannot build the HTTP client")?,
@@ -112,6 +113,7 @@ fn oauth(settings: &mut Settings) -> Result<crate::oauth::OAuth> {
         refresh_interval: o.refresh_interval,
         refresh_concurrency: o.refresh_concurrency,
         refresher_enabled: o.refresher_enabled,
+        lease_seconds: o.lease_seconds,
     })
 }
 

@@ -28,7 +28,7 @@ struct IdP {
 }
 
 impl IdP {
-    fn start(redirect_uri: &str, access_ttl: u32, refresh_delay_ms: u32) -> Self {
+    fn start(redirect_uri: &str, access_ttl: u32, refresh_delay_ms: u32, pre_token_delay_ms: u32) -> Self {
         let port = free_port();
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/oauth-server");
         assert!(
@@ -44,6 +44,7 @@ impl IdP {
             .env("REDIRECT_URI", redirect_uri)
             .env("ACCESS_TTL", access_ttl.to_string())
             .env("REFRESH_DELAY_MS", refresh_delay_ms.to_string())
+            .env("PRE_TOKEN_DELAY_MS", pre_token_delay_ms.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -111,9 +112,13 @@ mod tempfile_path {
 }
 
 async fn setup(access_ttl: u32, refresh_delay_ms: u32, extra: &[(&str, &str)]) -> Setup {
+    setup_with(access_ttl, refresh_delay_ms, 0, extra).await
+}
+
+async fn setup_with(access_ttl: u32, refresh_delay_ms: u32, pre_token_delay_ms: u32, extra: &[(&str, &str)]) -> Setup {
     let app_port = free_port();
     let public_url = format!("http://127.0.0.1:{app_port}");
-    let idp = IdP::start(&format!("{public_url}/api/oauth/callback"), access_ttl, refresh_delay_ms);
+    let idp = IdP::start(&format!("{public_url}/api/oauth/callback"), access_ttl, refresh_delay_ms, pre_token_delay_ms);
     let path = std::env::temp_dir().join(format!("otobot-providers-{}.toml", uuid::Uuid::new_v4().simple()));
     std::fs::write(&path, idp.catalogue()).unwrap();
     let port = app_port.to_string();
@@ -379,6 +384,68 @@ async fn a_revoked_grant_expires_the_connection_notifies_once_and_is_never_serve
     s.app.stop().await;
 }
 
+/// `otobot refresher --once` for this setup's database, IdP and keys.
+fn refresher_command(s: &Setup, extra: &[(&str, &str)]) -> Command {
+    let mut vars = base_vars(&s.app.db, &s.app.key_hex, &s.app.token);
+    vars.insert("OAUTH_PROVIDERS_FILE".into(), s._catalogue.0.to_str().unwrap().to_owned());
+    vars.insert("TESTIDP_CLIENT_ID".into(), CLIENT_ID.into());
+    vars.insert("TESTIDP_CLIENT_SECRET".into(), CLIENT_SECRET.into());
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_otobot"));
+    command
+        .args(["refresher", "--once"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(std::env::temp_dir())
+        .envs(&vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+#[tokio::test]
+async fn a_refresher_killed_mid_refresh_loses_nothing_and_the_next_run_completes_it() {
+    // The IdP holds every token request 3 s before processing it.
+    let s = setup_with(2, 0, 3000, &[]).await;
+    let callback = authorize_at_idp(&s, "erin").await;
+    assert!(follow_callback(&s, &callback).await.contains("oauth=success"));
+    let (_, refresh_before) = stored_tokens(&s).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+
+    let mut first = refresher_command(&s, &[("REFRESH_LEASE_SECONDS", "8")]).spawn().unwrap();
+    let db = s.app.db.client().await;
+    let started = std::time::Instant::now();
+    loop {
+        let leased: i64 = db.query_one("SELECT count(*) FROM otobot.refresh_leases", &[]).await.unwrap().get(0);
+        if leased == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the refresher never took the lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.kill().unwrap(); // SIGKILL, mid-refresh
+    first.wait().unwrap();
+    let (_, refresh_after_kill) = stored_tokens(&s).await;
+    assert_eq!(refresh_after_kill, refresh_before, "nothing lost, nothing half-written");
+
+    // The lease expires; the next run completes the refresh.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let out = refresher_command(&s, &[("REFRESH_LEASE_SECONDS", "8")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, refresh_final) = stored_tokens(&s).await;
+    assert_ne!(refresh_final, refresh_before, "refreshed, with the rotated refresh token stored");
+    let row = db
+        .query_one("SELECT status, last_refreshed_at IS NOT NULL FROM otobot.client_connections", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, String>(0).as_str(), row.get::<_, bool>(1)), ("active", true));
+    assert_eq!(s.idp.stats().await["refresh_token"], 1, "the killed attempt never reached the provider's processing");
+    s.app.stop().await;
+}
+
 #[tokio::test]
 async fn two_refresher_processes_refresh_each_connection_exactly_once() {
     let s = setup(2, 300, &[]).await;
@@ -395,23 +462,7 @@ async fn two_refresher_processes_refresh_each_connection_exactly_once() {
     assert_eq!((connected, n), (5, 5));
     tokio::time::sleep(Duration::from_millis(2200)).await;
 
-    let catalogue = s._catalogue.0.to_str().unwrap().to_owned();
-    let mut vars = base_vars(&s.app.db, &s.app.key_hex, &s.app.token);
-    vars.insert("OAUTH_PROVIDERS_FILE".into(), catalogue);
-    vars.insert("TESTIDP_CLIENT_ID".into(), CLIENT_ID.into());
-    vars.insert("TESTIDP_CLIENT_SECRET".into(), CLIENT_SECRET.into());
-    let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_otobot"))
-            .args(["refresher", "--once"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .current_dir(std::env::temp_dir())
-            .envs(&vars)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || refresher_command(&s, &[]).spawn().unwrap();
     let (a, b) = (spawn(), spawn());
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();

@@ -1,6 +1,7 @@
 // A real OAuth 2.0 / OpenID Connect server for Otobot's tests (oidc-provider),
 // on loopback. Environment: PORT, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI,
-// ACCESS_TTL (seconds, default 5), REFRESH_DELAY_MS (delay added to each
+// ACCESS_TTL (seconds, default 5), PRE_TOKEN_DELAY_MS (hold every token
+// request before processing it, default 0), REFRESH_DELAY_MS (delay added to each
 // refresh grant's answer, default 0). GET /stats counts token requests
 // by grant type.
 import Provider from 'oidc-provider';
@@ -8,6 +9,7 @@ import Provider from 'oidc-provider';
 const port = Number(process.env.PORT);
 const issuer = `http://127.0.0.1:${port}`;
 const refreshDelay = Number(process.env.REFRESH_DELAY_MS || 0);
+const preTokenDelay = Number(process.env.PRE_TOKEN_DELAY_MS || 0);
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -42,6 +44,15 @@ provider.use(async (ctx, next) => {
   if (ctx.path === '/stats') {
     ctx.body = stats;
     return;
+  }
+  if (preTokenDelay && ctx.path === '/token' && ctx.method === 'POST') {
+    // Hold token requests before they are processed; a client that gives up
+    // (or is killed) meanwhile gets nothing processed at all.
+    await new Promise((r) => setTimeout(r, preTokenDelay));
+    if (ctx.req.destroyed || ctx.req.socket?.destroyed) {
+      ctx.status = 499;
+      return;
+    }
   }
   await next();
   if (ctx.oidc?.route === 'token') {

@@ -35,6 +35,9 @@ pub struct OAuth {
     pub refresh_concurrency: usize,
     /// Whether `serve` runs the refresher too (`REFRESHER_ENABLED`).
     pub refresher_enabled: bool,
+    /// How long a refresh lease lasts (`REFRESH_LEASE_SECONDS`); provider
+    /// calls time out well before it ends.
+    pub lease_seconds: i32,
 }
 
 /// Tokens from a token endpoint response.

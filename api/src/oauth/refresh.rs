@@ -13,8 +13,6 @@ use uuid::Uuid;
 use super::TokenError;
 use crate::{db, error::ApiError, state::AppState};
 
-/// A lease outlives the provider call's timeout (15 s) with room to spare.
-const LEASE_SECONDS: i32 = 60;
 
 /// One leased connection to refresh.
 struct Job {
@@ -232,7 +230,7 @@ pub async fn try_refresh(
         &[
             &connection_id,
             &state.oauth.lease_owner,
-            &LEASE_SECONDS,
+            &state.oauth.lease_seconds,
             &margin_seconds,
             &request_id,
         ],
@@ -279,7 +277,7 @@ pub async fn refresh_expiring(state: &AppState, batch: i32) -> Result<usize, Api
             &state.oauth.refresh_window_seconds,
             &batch,
             &state.oauth.lease_owner,
-            &LEASE_SECONDS,
+            &state.oauth.lease_seconds,
         ],
     )
     .await?
