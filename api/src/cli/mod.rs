@@ -2,6 +2,7 @@
 
 mod accounts;
 mod audit;
+mod doctor;
 mod gen_secrets;
 mod keys;
 mod migrate;
@@ -47,6 +48,8 @@ enum Command {
     /// Verify the keyed audit chain, or export audit rows for a SIEM.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Check the installation: configuration, database, extension, migrations, keys, grants, RLS, audit, logging, services.
+    Doctor(doctor::Args),
 }
 
 impl Command {
@@ -63,6 +66,7 @@ impl Command {
             Command::RotateKey(args) => keys::rotate(args).await,
             Command::RetireKey(args) => keys::retire(args).await,
             Command::Audit(command) => audit::run(command).await,
+            Command::Doctor(args) => doctor::run(args).await,
         }
     }
 }
