@@ -124,21 +124,14 @@ impl OAuth {
             } else {
                 error.to_owned()
             };
-            return Err(
-                if matches!(
-                    error.as_str(),
-                    "invalid_grant" | "invalid_token" | "unauthorized_client"
-                ) {
-                    TokenError::Rejected(error)
-                } else if status.is_client_error()
-                    && status.as_u16() != 429
-                    && status.as_u16() != 408
-                {
-                    TokenError::Rejected(error)
-                } else {
-                    TokenError::Transient(error)
-                },
-            );
+            // SECURITY: only invalid_grant means this grant is dead. Anything
+            // else (invalid_client from a misconfigured secret, 5xx, 429) must
+            // not expire every connection: it is retried with back-off.
+            return Err(if error == "invalid_grant" {
+                TokenError::Rejected(error)
+            } else {
+                TokenError::Transient(error)
+            });
         }
         let access_token = json
             .get("access_token")
