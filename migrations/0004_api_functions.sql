@@ -56,9 +56,9 @@ END
 $$;
 COMMENT ON FUNCTION otobot.check_text(text, text, integer) IS 'Raises 22023 when a text value is empty or too long.';
 
--- Store a connection: update the active one with the same (user, service,
--- label), or create it. Secrets are encrypted bound to (row id, column)
--- before the row is written.
+-- Store a connection, encrypting its secrets with AAD (row id, column)
+-- before the row is written. -- Reconnecting the same account updates its connection: match on the
+-- account identifier first, then on the label.
 CREATE FUNCTION otobot.store_connection(
     p_type text, p_user_id uuid, p_service_code text, p_secret text, p_refresh_token text,
     p_expires_at timestamptz, p_scopes text[], p_account_identifier text, p_label text,
@@ -92,12 +92,24 @@ BEGIN
     END IF;
 
     PERFORM otobot.begin_scope('user', p_user_id, v_user.client_id, p_source, p_request_id);
-    SELECT c.id INTO v_id
-    FROM otobot.client_connections c
-    WHERE c.user_id = p_user_id AND c.service_id = v_service.id
-      AND COALESCE(c.label, '') = COALESCE(p_label, '') AND c.is_active
-    FOR UPDATE;
-    IF FOUND THEN
+    IF p_account_identifier IS NOT NULL THEN
+        SELECT c.id INTO v_id
+        FROM otobot.client_connections c
+        WHERE c.user_id = p_user_id AND c.service_id = v_service.id AND c.is_active
+          AND c.credential_type = p_type AND c.account_identifier = p_account_identifier
+          AND (p_label IS NULL OR c.label IS NOT DISTINCT FROM p_label)
+        ORDER BY c.updated_at DESC
+        LIMIT 1
+        FOR UPDATE;
+    END IF;
+    IF v_id IS NULL THEN
+        SELECT c.id INTO v_id
+        FROM otobot.client_connections c
+        WHERE c.user_id = p_user_id AND c.service_id = v_service.id
+          AND COALESCE(c.label, '') = COALESCE(p_label, '') AND c.is_active
+        FOR UPDATE;
+    END IF;
+    IF v_id IS NOT NULL THEN
         UPDATE otobot.client_connections c
         SET credential_type         = p_type,
             encrypted_access_token  = otobot.otobot_encrypt(p_secret, v_id::text || ':encrypted_access_token'),
@@ -160,12 +172,20 @@ $$;
 COMMENT ON FUNCTION otobot.store_api_key(uuid, text, text, text, text, text, text) IS
     'Stores an API key connection (encrypted, audited).';
 
+-- A user scope sees its own client's row (to check it is active).
+CREATE POLICY clients_of_scoped_user ON otobot.clients FOR SELECT TO otobot_owner
+    USING (otobot.scope_kind() = 'user'
+           AND id = (SELECT u.client_id FROM otobot.users u WHERE u.id = otobot.scope_user()));
+
 -- ---------------------------------------------------------------------------
--- The hot path: one user's credential for one service
+-- The hot path, refresh-aware. With p_refresh_margin_seconds, a refreshable
+-- token that expires within the margin is not handed out: the caller gets
+-- code refresh_required and refreshes first. An expired connection (failed
+-- refresh) is reported as such, never handed out as valid.
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION otobot.get_user_credentials(
     p_user_id uuid, p_service_code text, p_connection_id uuid DEFAULT NULL, p_label text DEFAULT NULL,
-    p_source text DEFAULT 'n8n', p_request_id text DEFAULT NULL)
+    p_source text DEFAULT 'n8n', p_request_id text DEFAULT NULL, p_refresh_margin_seconds integer DEFAULT NULL)
     RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = ''
@@ -173,26 +193,47 @@ AS $$
 DECLARE
     c        record;
     v_secret text;
+    v_meta   jsonb;
 BEGIN
     IF p_user_id IS NULL OR p_service_code IS NULL THEN
         RAISE EXCEPTION 'otobot: user id and service are required' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM otobot.begin_scope('user', p_user_id, NULL, p_source, p_request_id);
-    SELECT cc.id, cc.client_id, cc.credential_type, cc.encrypted_access_token, cc.label,
-           cc.account_identifier, cc.token_expires_at, cc.scopes
+    SELECT cc.id, cc.client_id, cc.credential_type, cc.encrypted_access_token, cc.label, cc.status,
+           cc.account_identifier, cc.token_expires_at, cc.scopes, cc.encrypted_refresh_token IS NOT NULL AS refreshable
     INTO c
     FROM otobot.client_connections cc
     JOIN otobot.services s ON s.id = cc.service_id
     WHERE cc.user_id = p_user_id AND s.service_code = p_service_code
-      AND cc.is_active AND cc.status = 'active'
+      AND cc.is_active AND cc.status IN ('active', 'expired')
+      -- SECURITY: a deactivated user or client gets nothing, even if a
+      -- connection was left active by a manual change.
+      AND EXISTS (SELECT 1 FROM otobot.users u JOIN otobot.clients cl ON cl.id = u.client_id
+                  WHERE u.id = cc.user_id AND u.is_active AND cl.is_active)
       AND (p_connection_id IS NULL OR cc.id = p_connection_id)
       AND (p_label IS NULL OR cc.label = p_label)
-    ORDER BY cc.updated_at DESC
+    ORDER BY cc.status = 'active' DESC, cc.updated_at DESC
     LIMIT 1;
     IF NOT FOUND THEN
         PERFORM otobot.write_audit('credential_not_found', p_connection_id, p_user_id, NULL, p_service_code,
                                    pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('label', p_label)));
         RETURN pg_catalog.jsonb_build_object('hasCredentials', false, 'code', 'connection_not_found');
+    END IF;
+    v_meta := pg_catalog.jsonb_build_object(
+        'accountIdentifier', c.account_identifier,
+        'label', c.label,
+        'tokenExpired', c.status = 'expired' OR (c.token_expires_at IS NOT NULL AND c.token_expires_at <= pg_catalog.now()),
+        'expiresAt', c.token_expires_at,
+        'scopes', pg_catalog.to_jsonb(c.scopes));
+    IF c.status = 'expired' THEN
+        PERFORM otobot.write_audit('credential_expired', c.id, p_user_id, c.client_id, p_service_code, '{}');
+        RETURN pg_catalog.jsonb_build_object('hasCredentials', false, 'code', 'connection_expired',
+                                             'connectionId', c.id, 'service', p_service_code,
+                                             'metadata', v_meta || '{"status":"expired"}');
+    END IF;
+    IF p_refresh_margin_seconds IS NOT NULL AND c.refreshable AND c.token_expires_at IS NOT NULL
+       AND c.token_expires_at <= pg_catalog.now() + pg_catalog.make_interval(secs => p_refresh_margin_seconds) THEN
+        RETURN pg_catalog.jsonb_build_object('hasCredentials', false, 'code', 'refresh_required', 'connectionId', c.id);
     END IF;
 
     v_secret := otobot.try_decrypt(c.encrypted_access_token, c.id::text || ':encrypted_access_token');
@@ -213,17 +254,12 @@ BEGIN
         'credentials', CASE c.credential_type
             WHEN 'api_key' THEN pg_catalog.jsonb_build_object('apiKey', v_secret, 'tokenType', 'api_key')
             ELSE pg_catalog.jsonb_build_object('accessToken', v_secret, 'tokenType', 'Bearer') END,
-        'metadata', pg_catalog.jsonb_build_object(
-            'accountIdentifier', c.account_identifier,
-            'label', c.label,
-            'tokenExpired', c.token_expires_at IS NOT NULL AND c.token_expires_at <= pg_catalog.now(),
-            'expiresAt', c.token_expires_at,
-            'scopes', pg_catalog.to_jsonb(c.scopes)));
+        'metadata', v_meta);
 END
 $$;
-COMMENT ON FUNCTION otobot.get_user_credentials(uuid, text, uuid, text, text, text) IS
+COMMENT ON FUNCTION otobot.get_user_credentials(uuid, text, uuid, text, text, text, integer) IS
     'Decrypts one user''s access token or API key for a service (never the refresh token) and audits the read. '
-    'Returns hasCredentials=false with code connection_not_found or decryption_failed (both audited).';
+    'hasCredentials=false with code connection_not_found, connection_expired, refresh_required or decryption_failed.';
 
 -- ---------------------------------------------------------------------------
 -- Metadata (no secrets)
@@ -394,7 +430,7 @@ REVOKE EXECUTE ON FUNCTION
     otobot.store_connection(text, uuid, text, text, text, timestamptz, text[], text, text, text, text),
     otobot.store_oauth_connection(uuid, text, text, text, timestamptz, text[], text, text, text, text),
     otobot.store_api_key(uuid, text, text, text, text, text, text),
-    otobot.get_user_credentials(uuid, text, uuid, text, text, text),
+    otobot.get_user_credentials(uuid, text, uuid, text, text, text, integer),
     otobot.list_user_connections(uuid),
     otobot.connection_status(uuid, integer),
     otobot.list_services(),
@@ -405,7 +441,7 @@ FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     otobot.store_oauth_connection(uuid, text, text, text, timestamptz, text[], text, text, text, text),
     otobot.store_api_key(uuid, text, text, text, text, text, text),
-    otobot.get_user_credentials(uuid, text, uuid, text, text, text),
+    otobot.get_user_credentials(uuid, text, uuid, text, text, text, integer),
     otobot.list_user_connections(uuid),
     otobot.connection_status(uuid, integer),
     otobot.list_services()

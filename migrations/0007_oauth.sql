@@ -1,7 +1,7 @@
 -- ============================================================================
 -- 0007 — OAuth2: the service catalogue sync, authorization states, refresh
--- leases (one refresh per connection at a time, across processes), refresh
--- on fetch, revocation on disconnect.
+-- leases (one refresh per connection at a time, across processes), revocation
+-- on disconnect. (Refresh on fetch is otobot.get_user_credentials's margin.)
 -- ============================================================================
 SET LOCAL ROLE otobot_owner;
 
@@ -125,89 +125,6 @@ END
 $$;
 COMMENT ON FUNCTION otobot.consume_oauth_state(bytea, text) IS
     'Consumes a pending authorization (single use); NULL when unknown or replayed.';
-
--- Reconnecting the same account updates its connection: match on the
--- account identifier first, then on the label.
-CREATE OR REPLACE FUNCTION otobot.store_connection(
-    p_type text, p_user_id uuid, p_service_code text, p_secret text, p_refresh_token text,
-    p_expires_at timestamptz, p_scopes text[], p_account_identifier text, p_label text,
-    p_source text, p_request_id text)
-    RETURNS uuid
-    LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-    v_user    record;
-    v_service otobot.services;
-    v_id      uuid;
-BEGIN
-    PERFORM otobot.begin_scope('system', NULL, NULL, p_source, p_request_id);
-    IF p_user_id IS NULL OR p_service_code IS NULL OR p_secret IS NULL THEN
-        RAISE EXCEPTION 'otobot: user id, service and secret are required' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM otobot.check_text(p_secret, CASE p_type WHEN 'api_key' THEN 'the API key' ELSE 'the access token' END, 65536);
-    PERFORM otobot.check_text(p_refresh_token, 'the refresh token', 65536);
-    PERFORM otobot.check_text(p_label, 'label', 100);
-    PERFORM otobot.check_text(p_account_identifier, 'account identifier', 320);
-    v_user := otobot.active_user(p_user_id);
-    SELECT * INTO v_service FROM otobot.services s WHERE s.service_code = p_service_code AND s.is_active;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'otobot: unknown service' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_type = 'oauth2' AND v_service.auth_type <> 'oauth2' THEN
-        RAISE EXCEPTION 'otobot: service % does not use OAuth2', p_service_code USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_type = 'api_key' AND NOT v_service.accepts_api_key THEN
-        RAISE EXCEPTION 'otobot: service % does not accept an API key', p_service_code USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
-    PERFORM otobot.begin_scope('user', p_user_id, v_user.client_id, p_source, p_request_id);
-    IF p_account_identifier IS NOT NULL THEN
-        SELECT c.id INTO v_id
-        FROM otobot.client_connections c
-        WHERE c.user_id = p_user_id AND c.service_id = v_service.id AND c.is_active
-          AND c.credential_type = p_type AND c.account_identifier = p_account_identifier
-          AND (p_label IS NULL OR c.label IS NOT DISTINCT FROM p_label)
-        ORDER BY c.updated_at DESC
-        LIMIT 1
-        FOR UPDATE;
-    END IF;
-    IF v_id IS NULL THEN
-        SELECT c.id INTO v_id
-        FROM otobot.client_connections c
-        WHERE c.user_id = p_user_id AND c.service_id = v_service.id
-          AND COALESCE(c.label, '') = COALESCE(p_label, '') AND c.is_active
-        FOR UPDATE;
-    END IF;
-    IF v_id IS NOT NULL THEN
-        UPDATE otobot.client_connections c
-        SET credential_type         = p_type,
-            encrypted_access_token  = otobot.otobot_encrypt(p_secret, v_id::text || ':encrypted_access_token'),
-            -- A new token without a refresh token keeps the stored one.
-            encrypted_refresh_token = CASE
-                WHEN p_type = 'api_key' THEN NULL
-                WHEN p_refresh_token IS NULL THEN c.encrypted_refresh_token
-                ELSE otobot.otobot_encrypt(p_refresh_token, v_id::text || ':encrypted_refresh_token') END,
-            token_expires_at        = CASE WHEN p_type = 'api_key' THEN NULL ELSE p_expires_at END,
-            scopes                  = COALESCE(p_scopes, '{}'),
-            account_identifier      = COALESCE(p_account_identifier, c.account_identifier),
-            status                  = 'active'
-        WHERE c.id = v_id;
-    ELSE
-        v_id := pg_catalog.gen_random_uuid();
-        INSERT INTO otobot.client_connections
-            (id, client_id, user_id, service_id, credential_type, label, account_identifier,
-             encrypted_access_token, encrypted_refresh_token, token_expires_at, scopes)
-        VALUES
-            (v_id, v_user.client_id, p_user_id, v_service.id, p_type, p_label, p_account_identifier,
-             otobot.otobot_encrypt(p_secret, v_id::text || ':encrypted_access_token'),
-             CASE WHEN p_type = 'oauth2' AND p_refresh_token IS NOT NULL
-                  THEN otobot.otobot_encrypt(p_refresh_token, v_id::text || ':encrypted_refresh_token') END,
-             CASE WHEN p_type = 'oauth2' THEN p_expires_at END,
-             COALESCE(p_scopes, '{}'));
-    END IF;
-    RETURN v_id;
-END
-$$;
 
 -- ---------------------------------------------------------------------------
 -- Refresh leases: whoever holds a connection's lease is the only one to
@@ -433,96 +350,6 @@ $$;
 COMMENT ON FUNCTION otobot.tokens_for_revocation(uuid, uuid, text) IS
     'Decrypts a connection''s tokens for revocation at the provider (owner or same-client admin); audited.';
 
--- A user scope sees its own client's row (to check it is active).
-CREATE POLICY clients_of_scoped_user ON otobot.clients FOR SELECT TO otobot_owner
-    USING (otobot.scope_kind() = 'user'
-           AND id = (SELECT u.client_id FROM otobot.users u WHERE u.id = otobot.scope_user()));
-
--- ---------------------------------------------------------------------------
--- The hot path, refresh-aware. With p_refresh_margin_seconds, a refreshable
--- token that expires within the margin is not handed out: the caller gets
--- code refresh_required and refreshes first. An expired connection (failed
--- refresh) is reported as such, never handed out as valid.
--- ---------------------------------------------------------------------------
-DROP FUNCTION otobot.get_user_credentials(uuid, text, uuid, text, text, text);
-CREATE FUNCTION otobot.get_user_credentials(
-    p_user_id uuid, p_service_code text, p_connection_id uuid DEFAULT NULL, p_label text DEFAULT NULL,
-    p_source text DEFAULT 'n8n', p_request_id text DEFAULT NULL, p_refresh_margin_seconds integer DEFAULT NULL)
-    RETURNS jsonb
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-    SET search_path = ''
-AS $$
-DECLARE
-    c        record;
-    v_secret text;
-    v_meta   jsonb;
-BEGIN
-    IF p_user_id IS NULL OR p_service_code IS NULL THEN
-        RAISE EXCEPTION 'otobot: user id and service are required' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM otobot.begin_scope('user', p_user_id, NULL, p_source, p_request_id);
-    SELECT cc.id, cc.client_id, cc.credential_type, cc.encrypted_access_token, cc.label, cc.status,
-           cc.account_identifier, cc.token_expires_at, cc.scopes, cc.encrypted_refresh_token IS NOT NULL AS refreshable
-    INTO c
-    FROM otobot.client_connections cc
-    JOIN otobot.services s ON s.id = cc.service_id
-    WHERE cc.user_id = p_user_id AND s.service_code = p_service_code
-      AND cc.is_active AND cc.status IN ('active', 'expired')
-      -- SECURITY: a deactivated user or client gets nothing, even if a
-      -- connection was left active by a manual change.
-      AND EXISTS (SELECT 1 FROM otobot.users u JOIN otobot.clients cl ON cl.id = u.client_id
-                  WHERE u.id = cc.user_id AND u.is_active AND cl.is_active)
-      AND (p_connection_id IS NULL OR cc.id = p_connection_id)
-      AND (p_label IS NULL OR cc.label = p_label)
-    ORDER BY cc.status = 'active' DESC, cc.updated_at DESC
-    LIMIT 1;
-    IF NOT FOUND THEN
-        PERFORM otobot.write_audit('credential_not_found', p_connection_id, p_user_id, NULL, p_service_code,
-                                   pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('label', p_label)));
-        RETURN pg_catalog.jsonb_build_object('hasCredentials', false, 'code', 'connection_not_found');
-    END IF;
-    v_meta := pg_catalog.jsonb_build_object(
-        'accountIdentifier', c.account_identifier,
-        'label', c.label,
-        'tokenExpired', c.status = 'expired' OR (c.token_expires_at IS NOT NULL AND c.token_expires_at <= pg_catalog.now()),
-        'expiresAt', c.token_expires_at,
-        'scopes', pg_catalog.to_jsonb(c.scopes));
-    IF c.status = 'expired' THEN
-        PERFORM otobot.write_audit('credential_expired', c.id, p_user_id, c.client_id, p_service_code, '{}');
-        RETURN pg_catalog.jsonb_build_object('hasCredentials', false, 'code', 'connection_expired',
-                                             'connectionId', c.id, 'service', p_service_code,
-                                             'metadata', v_meta || '{"status":"expired"}');
-    END IF;
-    IF p_refresh_margin_seconds IS NOT NULL AND c.refreshable AND c.token_expires_at IS NOT NULL
-       AND c.token_expires_at <= pg_catalog.now() + pg_catalog.make_interval(secs => p_refresh_margin_seconds) THEN
-        RETURN pg_catalog.jsonb_build_object('hasCredentials', false, 'code', 'refresh_required', 'connectionId', c.id);
-    END IF;
-
-    v_secret := otobot.try_decrypt(c.encrypted_access_token, c.id::text || ':encrypted_access_token');
-    IF v_secret IS NULL THEN
-        -- SECURITY: the failure is recorded and committed; no secret leaves.
-        PERFORM otobot.write_audit('decrypt_failed', c.id, p_user_id, c.client_id, p_service_code,
-                                   '{"column":"encrypted_access_token"}');
-        RETURN pg_catalog.jsonb_build_object('hasCredentials', false, 'code', 'decryption_failed',
-                                             'connectionId', c.id);
-    END IF;
-
-    -- SECURITY: same transaction as the read: no audit row, no secret.
-    PERFORM otobot.write_audit('credential_read', c.id, p_user_id, c.client_id, p_service_code, '{}');
-    RETURN pg_catalog.jsonb_build_object(
-        'connectionId', c.id,
-        'service', p_service_code,
-        'hasCredentials', true,
-        'credentials', CASE c.credential_type
-            WHEN 'api_key' THEN pg_catalog.jsonb_build_object('apiKey', v_secret, 'tokenType', 'api_key')
-            ELSE pg_catalog.jsonb_build_object('accessToken', v_secret, 'tokenType', 'Bearer') END,
-        'metadata', v_meta);
-END
-$$;
-COMMENT ON FUNCTION otobot.get_user_credentials(uuid, text, uuid, text, text, text, integer) IS
-    'Decrypts one user''s access token or API key for a service (never the refresh token) and audits the read. '
-    'hasCredentials=false with code connection_not_found, connection_expired, refresh_required or decryption_failed.';
-
 -- ---------------------------------------------------------------------------
 -- Privileges
 -- ---------------------------------------------------------------------------
@@ -530,15 +357,13 @@ REVOKE EXECUTE ON FUNCTION
     otobot.sync_services(jsonb),
     otobot.begin_oauth(uuid, text, bytea, text, text, text, integer, text),
     otobot.consume_oauth_state(bytea, text),
-    otobot.store_connection(text, uuid, text, text, text, timestamptz, text[], text, text, text, text),
     otobot.refresh_job(uuid),
     otobot.claim_refresh(uuid, text, integer, integer, text),
     otobot.claim_expiring(integer, integer, text, integer),
     otobot.complete_refresh(uuid, text, text, text, timestamptz, text[], text),
     otobot.fail_refresh(uuid, text, boolean, text, integer, text),
     otobot.refresh_failures(uuid),
-    otobot.tokens_for_revocation(uuid, uuid, text),
-    otobot.get_user_credentials(uuid, text, uuid, text, text, text, integer)
+    otobot.tokens_for_revocation(uuid, uuid, text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     otobot.sync_services(jsonb),
@@ -549,6 +374,5 @@ GRANT EXECUTE ON FUNCTION
     otobot.complete_refresh(uuid, text, text, text, timestamptz, text[], text),
     otobot.fail_refresh(uuid, text, boolean, text, integer, text),
     otobot.refresh_failures(uuid),
-    otobot.tokens_for_revocation(uuid, uuid, text),
-    otobot.get_user_credentials(uuid, text, uuid, text, text, text, integer)
+    otobot.tokens_for_revocation(uuid, uuid, text)
 TO otobot_api;

@@ -33,6 +33,21 @@ CREATE FUNCTION test.audit_count(p_action text DEFAULT NULL) RETURNS bigint LANG
     SELECT count(*) FROM otobot.credential_access_logs WHERE p_action IS NULL OR action = p_action
 $$;
 
+-- Seal until nothing waits: a transaction running anywhere in the cluster
+-- holds sealing back, so wait for it (up to 30 s).
+CREATE FUNCTION test.seal_all() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint := 0;
+BEGIN
+    FOR i IN 1..300 LOOP
+        n := n + otobot.seal_audit_chain();
+        EXIT WHEN (SELECT unsealed_rows FROM otobot.audit_seal_lag()) = 0;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+    RETURN n;
+END
+$$;
+
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA test TO PUBLIC;
 
 -- Two clients. Client 1: users A and B and admin D. Client 2: user C.

@@ -13,7 +13,7 @@ DO $$ BEGIN
 END $$;
 
 SET ROLE otobot_api;
-SELECT otobot.seal_audit_chain();
+SELECT test.seal_all();
 RESET ROLE;
 DO $$
 DECLARE r record;
@@ -29,7 +29,7 @@ SET ROLE otobot_api;
 SELECT otobot.seal_audit_chain();
 SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, NULL, 'n8n', 'late');
 SELECT otobot.seal_audit_chain(1);
-SELECT otobot.seal_audit_chain();
+SELECT test.seal_all();
 RESET ROLE;
 DO $$ BEGIN
     ASSERT (SELECT count(*) FROM otobot.audit_chain) = 7;
@@ -49,7 +49,7 @@ DO $$ BEGIN
 END $$;
 COMMIT;
 SET ROLE otobot_api;
-SELECT otobot.seal_audit_chain();
+SELECT test.seal_all();
 RESET ROLE;
 
 -- Without the key, nothing is sealed or verified.

@@ -2,7 +2,7 @@
 SELECT test.load_keys();
 SET ROLE otobot_api;
 SELECT otobot.store_api_key('a0000000-0000-0000-0000-00000000000a', 'openai', 'sk-test', NULL, NULL, 'test', NULL);
-SELECT otobot.seal_audit_chain();
+SELECT test.seal_all();
 RESET ROLE;
 INSERT INTO otobot.credential_access_logs (source, action, xid)
 SELECT 'n8n', 'credential_read', '3'::xid8;

@@ -4,7 +4,7 @@ SET ROLE otobot_api;
 SELECT otobot.store_api_key('a0000000-0000-0000-0000-00000000000a', 'openai', 'sk-test', NULL, NULL, 'test', NULL);
 SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'openai', NULL, NULL, 'n8n', 'r' || g)
 FROM generate_series(1, 3) g;
-SELECT otobot.seal_audit_chain();
+SELECT test.seal_all();
 RESET ROLE;
 
 -- An edited row (its source rewritten) breaks its link.
