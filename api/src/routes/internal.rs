@@ -6,13 +6,13 @@ use std::collections::HashMap;
 
 use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
-    http::header,
     response::{IntoResponse, Response},
     routing::get,
     Extension, Router,
 };
 use uuid::Uuid;
 
+use super::{json_text, uuid_param};
 use crate::{
     auth::Caller,
     db,
@@ -32,21 +32,6 @@ pub fn router() -> Router<SharedState> {
             "/api/internal/connection-status/{connection_id}",
             get(connection_status),
         )
-}
-
-/// A canonical hyphenated UUID, or 400 naming the parameter.
-fn uuid_param(value: &str, name: &'static str, code: &'static str) -> Result<Uuid> {
-    match Uuid::try_parse(value) {
-        Ok(id) if value.len() == 36 => Ok(id),
-        _ => Err(ApiError::bad_request(
-            code,
-            format!("{name} must be a UUID"),
-        )),
-    }
-}
-
-fn json_text(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 const GET_CREDENTIALS: &str =
@@ -106,9 +91,23 @@ pub async fn credentials(
         async move {
             db::within(state.db_timeout, async {
                 let client = db::client(&state.pool).await?;
-                let statement = client.prepare_cached(GET_CREDENTIALS).await.map_err(db::map_error)?;
+                let statement = client
+                    .prepare_cached(GET_CREDENTIALS)
+                    .await
+                    .map_err(db::map_error)?;
                 let row = client
-                    .query_one(&statement, &[&user_id, service, &connection_id, &label, &caller.0, request_id, &margin])
+                    .query_one(
+                        &statement,
+                        &[
+                            &user_id,
+                            service,
+                            &connection_id,
+                            &label,
+                            &caller.0,
+                            request_id,
+                            &margin,
+                        ],
+                    )
                     .await
                     .map_err(db::map_error)?;
                 Ok((row.get::<_, Option<String>>(0), row.get::<_, String>(1)))
@@ -124,7 +123,11 @@ pub async fn credentials(
     while code.as_deref() == Some("refresh_required") {
         let id = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v["connectionId"].as_str().and_then(|s| Uuid::parse_str(s).ok()));
+            .and_then(|v| {
+                v["connectionId"]
+                    .as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+            });
         let attempt = match id {
             Some(id) => crate::oauth::refresh::try_refresh(&state, id, margin, &request_id).await,
             None => crate::oauth::refresh::Attempt::NotNow,
@@ -143,7 +146,7 @@ pub async fn credentials(
     match code.as_deref() {
         None => {
             state.metrics.credential_read(&caller.0, "ok");
-            Ok(json_text(body))
+            Ok(json_text(axum::http::StatusCode::OK, body))
         }
         Some("connection_not_found") => {
             state.metrics.credential_read(&caller.0, "not_found");
@@ -151,16 +154,21 @@ pub async fn credentials(
         }
         Some("connection_expired") => {
             state.metrics.credential_read(&caller.0, "expired");
-            let mut v: serde_json::Value = serde_json::from_str(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let mut v: serde_json::Value =
+                serde_json::from_str(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
             v["error"] = "Connection expired: the account must be reconnected".into();
             v["requestId"] = request_id.clone().into();
             Ok((axum::http::StatusCode::NOT_FOUND, axum::Json(v)).into_response())
         }
         Some("decryption_failed") => {
-            state.metrics.credential_read(&caller.0, "decryption_failed");
+            state
+                .metrics
+                .credential_read(&caller.0, "decryption_failed");
             Err(ApiError::DecryptionFailed)
         }
-        Some(other) => Err(ApiError::Internal(format!("unexpected result code {other}"))),
+        Some(other) => Err(ApiError::Internal(format!(
+            "unexpected result code {other}"
+        ))),
     }
 }
 
@@ -197,7 +205,7 @@ pub async fn connections(
     })
     .await?
     .get(0);
-    Ok(json_text(body))
+    Ok(json_text(axum::http::StatusCode::OK, body))
 }
 
 /// A connection's status: valid, refresh_needed, expired or revoked.
@@ -234,5 +242,6 @@ pub async fn connection_status(
     })
     .await?
     .get(0);
-    body.map(json_text).ok_or(ApiError::ConnectionNotFound)
+    body.map(|b| json_text(axum::http::StatusCode::OK, b))
+        .ok_or(ApiError::ConnectionNotFound)
 }

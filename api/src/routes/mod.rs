@@ -18,6 +18,32 @@ use axum::{
 
 use crate::{auth::Caller, error::ApiError, metrics, request_id, state::SharedState};
 
+/// A canonical hyphenated UUID, or 400 with `code` naming the parameter.
+pub(crate) fn uuid_param(
+    value: &str,
+    name: &'static str,
+    code: &'static str,
+) -> Result<uuid::Uuid, ApiError> {
+    match uuid::Uuid::try_parse(value) {
+        Ok(id) if value.len() == 36 => Ok(id),
+        _ => Err(ApiError::bad_request(
+            code,
+            format!("{name} must be a UUID"),
+        )),
+    }
+}
+
+/// A JSON body the database already serialised, relayed as is.
+pub(crate) fn json_text(status: axum::http::StatusCode, body: String) -> Response {
+    use axum::response::IntoResponse;
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 pub fn router(state: SharedState) -> Router {
     let internal =
         internal::router()

@@ -26,7 +26,10 @@ use crate::{
 
 /// `POST /api/tooljet/connections/:service/authorize` (user API).
 pub fn user_router() -> Router<SharedState> {
-    Router::new().route("/api/tooljet/connections/{service}/authorize", post(authorize))
+    Router::new().route(
+        "/api/tooljet/connections/{service}/authorize",
+        post(authorize),
+    )
 }
 
 /// `GET /api/oauth/callback` (the browser, sent by the provider).
@@ -56,7 +59,10 @@ fn allowed_redirect(state: &SharedState, url: &str) -> bool {
     }
     origins.iter().any(|origin| {
         let origin = origin.trim_end_matches('/');
-        url == origin || url.strip_prefix(origin).is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
+        url == origin
+            || url
+                .strip_prefix(origin)
+                .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
     })
 }
 
@@ -73,7 +79,10 @@ async fn authorize(
     };
     if let Some(r) = &body.redirect_after {
         if !allowed_redirect(&state, r) {
-            return Err(ApiError::bad_request("invalid_redirect", "redirectAfter must be on the frontend's origin (FRONTEND_URL)"));
+            return Err(ApiError::bad_request(
+                "invalid_redirect",
+                "redirectAfter must be on the frontend's origin (FRONTEND_URL)",
+            ));
         }
     }
     let Some((provider, app)) = state.oauth.provider(&service) else {
@@ -83,7 +92,10 @@ async fn authorize(
         ));
     };
     let Some(authorization_url) = provider.authorization_url.as_deref() else {
-        return Err(ApiError::bad_request("provider_not_configured", "This provider has no authorization URL"));
+        return Err(ApiError::bad_request(
+            "provider_not_configured",
+            "This provider has no authorization URL",
+        ));
     };
     // SECURITY: 256 random bits; only its SHA-256 is stored.
     let state_token = {
@@ -97,7 +109,16 @@ async fn authorize(
         client
             .execute(
                 "SELECT otobot.begin_oauth($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[&user.id, &service, &state_hash(&state_token), &verifier.secret(), &body.label, &body.redirect_after, &STATE_TTL_SECONDS, &request_id],
+                &[
+                    &user.id,
+                    &service,
+                    &state_hash(&state_token),
+                    &verifier.secret(),
+                    &body.label,
+                    &body.redirect_after,
+                    &STATE_TTL_SECONDS,
+                    &request_id,
+                ],
             )
             .await
             .map_err(|e| {
@@ -110,7 +131,8 @@ async fn authorize(
     })
     .await?;
 
-    let mut url = url::Url::parse(authorization_url).map_err(|e| ApiError::Internal(format!("authorization_url: {e}")))?;
+    let mut url = url::Url::parse(authorization_url)
+        .map_err(|e| ApiError::Internal(format!("authorization_url: {e}")))?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_type", "code")
@@ -121,19 +143,25 @@ async fn authorize(
             q.append_pair("scope", &provider.scope_param());
         }
         if provider.pkce {
-            q.append_pair("code_challenge", challenge.as_str()).append_pair("code_challenge_method", challenge.method().as_str());
+            q.append_pair("code_challenge", challenge.as_str())
+                .append_pair("code_challenge_method", challenge.method().as_str());
         }
         for (k, v) in &provider.extra_authorize_params {
             q.append_pair(k, v);
         }
     }
     let expires_at = chrono::Utc::now() + chrono::Duration::seconds(STATE_TTL_SECONDS.into());
-    Ok(Json(json!({ "authorizationUrl": url.as_str(), "expiresAt": expires_at.to_rfc3339() })).into_response())
+    Ok(
+        Json(json!({ "authorizationUrl": url.as_str(), "expiresAt": expires_at.to_rfc3339() }))
+            .into_response(),
+    )
 }
 
 /// Back to the frontend with the outcome in the query string.
 fn back(state: &SharedState, target: Option<&str>, params: &[(&str, &str)]) -> Response {
-    let base = target.filter(|t| allowed_redirect(state, t)).unwrap_or(&state.oauth.frontend_url);
+    let base = target
+        .filter(|t| allowed_redirect(state, t))
+        .unwrap_or(&state.oauth.frontend_url);
     let mut url = match url::Url::parse(base) {
         Ok(u) => u,
         Err(_) => return ApiError::Internal("FRONTEND_URL is not a URL".into()).into_response(),
@@ -142,17 +170,28 @@ fn back(state: &SharedState, target: Option<&str>, params: &[(&str, &str)]) -> R
     Redirect::to(url.as_str()).into_response()
 }
 
-async fn callback(State(state): State<SharedState>, Query(query): Query<HashMap<String, String>>) -> Response {
+async fn callback(
+    State(state): State<SharedState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     let request_id = request_id::current();
-    let fail = |code: &str, target: Option<&str>| back(&state, target, &[("oauth", "error"), ("error", code)]);
-    let Some(state_token) = query.get("state").filter(|s| !s.is_empty() && s.len() <= 128) else {
+    let fail = |code: &str, target: Option<&str>| {
+        back(&state, target, &[("oauth", "error"), ("error", code)])
+    };
+    let Some(state_token) = query
+        .get("state")
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+    else {
         return fail("invalid_state", None);
     };
     // Single use: the state is deleted whatever happens next.
     let consumed = db::within(state.db_timeout, async {
         let client = db::client(&state.pool).await?;
         let row = client
-            .query_one("SELECT otobot.consume_oauth_state($1, $2)", &[&state_hash(state_token), &request_id])
+            .query_one(
+                "SELECT otobot.consume_oauth_state($1, $2)",
+                &[&state_hash(state_token), &request_id],
+            )
             .await
             .map_err(db::map_error)?;
         Ok(row.get::<_, Option<Value>>(0))
@@ -174,14 +213,32 @@ async fn callback(State(state): State<SharedState>, Query(query): Query<HashMap<
     let service = pending["service"].as_str().unwrap_or_default().to_owned();
     if let Some(error) = query.get("error") {
         // A provider error (e.g. access_denied) is shown, not swallowed.
-        let error: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
-        return back(&state, target, &[("oauth", "error"), ("error", "provider_error"), ("reason", &error), ("service", &service)]);
+        let error: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        return back(
+            &state,
+            target,
+            &[
+                ("oauth", "error"),
+                ("error", "provider_error"),
+                ("reason", &error),
+                ("service", &service),
+            ],
+        );
     }
-    let Some(code) = query.get("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
+    let Some(code) = query
+        .get("code")
+        .filter(|c| !c.is_empty() && c.len() <= 4096)
+    else {
         return fail("missing_code", target);
     };
     let (Some(user_id), Some(verifier)) = (
-        pending["userId"].as_str().and_then(|s| Uuid::parse_str(s).ok()),
+        pending["userId"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok()),
         pending["codeVerifier"].as_str(),
     ) else {
         return fail("invalid_state", target);
@@ -200,7 +257,11 @@ async fn callback(State(state): State<SharedState>, Query(query): Query<HashMap<
     if provider.pkce {
         form.push(("code_verifier", verifier.to_owned()));
     }
-    let tokens = match state.oauth.token_request(token_url, provider, app, form).await {
+    let tokens = match state
+        .oauth
+        .token_request(token_url, provider, app, form)
+        .await
+    {
         Ok(t) => t,
         Err(error) => {
             tracing::warn!(service = %service, %error, "OAuth code exchange failed");
@@ -208,20 +269,35 @@ async fn callback(State(state): State<SharedState>, Query(query): Query<HashMap<
         }
     };
     let userinfo = match provider.account_identifier.as_ref().map(|a| a.source) {
-        Some(IdentifierSource::Userinfo) => state.oauth.userinfo(provider, &tokens.access_token).await,
+        Some(IdentifierSource::Userinfo) => {
+            state.oauth.userinfo(provider, &tokens.access_token).await
+        }
         _ => None,
     };
     let account = provider.read_account_identifier(&tokens.raw, userinfo.as_ref());
     let label = pending["label"].as_str();
     let access = tokens.access_token.expose_secret();
     let refresh = tokens.refresh_token.as_ref().map(|t| t.expose_secret());
-    let scopes = tokens.scopes.clone().unwrap_or_else(|| provider.default_scopes.clone());
+    let scopes = tokens
+        .scopes
+        .clone()
+        .unwrap_or_else(|| provider.default_scopes.clone());
     let stored = db::within(state.db_timeout, async {
         let client = db::client(&state.pool).await?;
         let row = client
             .query_one(
                 "SELECT otobot.store_oauth_connection($1, $2, $3, $4, $5, $6, $7, $8, 'oauth', $9)",
-                &[&user_id, &service, &access, &refresh, &tokens.expires_at, &scopes, &account, &label, &request_id],
+                &[
+                    &user_id,
+                    &service,
+                    &access,
+                    &refresh,
+                    &tokens.expires_at,
+                    &scopes,
+                    &account,
+                    &label,
+                    &request_id,
+                ],
             )
             .await
             .map_err(db::map_error)?;
@@ -229,7 +305,15 @@ async fn callback(State(state): State<SharedState>, Query(query): Query<HashMap<
     })
     .await;
     match stored {
-        Ok(id) => back(&state, target, &[("oauth", "success"), ("service", &service), ("connectionId", &id.to_string())]),
+        Ok(id) => back(
+            &state,
+            target,
+            &[
+                ("oauth", "success"),
+                ("service", &service),
+                ("connectionId", &id.to_string()),
+            ],
+        ),
         Err(error) => {
             tracing::error!(service = %service, %error, "storing the OAuth connection failed");
             fail("store_failed", target)

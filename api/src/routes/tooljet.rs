@@ -5,7 +5,7 @@
 
 use axum::{
     extract::{rejection::JsonRejection, ConnectInfo, Path, Query, State},
-    http::{header, StatusCode},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::{delete, get, post},
     Json, Router,
@@ -17,6 +17,7 @@ use std::{collections::HashMap, net::SocketAddr};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use super::{json_text, uuid_param};
 use crate::{
     auth::AuthUser,
     db,
@@ -73,10 +74,6 @@ async fn call(
     .await
 }
 
-fn json_text(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
 fn body<T>(payload: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
     payload.map(|Json(v)| v).map_err(|e| {
         ApiError::bad_request(
@@ -87,16 +84,6 @@ fn body<T>(payload: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
             ),
         )
     })
-}
-
-fn uuid_param(value: &str, name: &'static str) -> Result<Uuid> {
-    match Uuid::try_parse(value) {
-        Ok(id) if value.len() == 36 => Ok(id),
-        _ => Err(ApiError::bad_request(
-            "invalid_id",
-            format!("{name} must be a UUID"),
-        )),
-    }
 }
 
 fn valid_email(email: &str) -> bool {
@@ -346,22 +333,35 @@ async fn delete_connection(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let id = uuid_param(&id, "id")?;
+    let id = uuid_param(&id, "id", "invalid_id")?;
     let request_id = request_id::current();
     // Revoke at the provider first, where the catalogue says how; a failed
     // revocation still deactivates, and says so.
-    let tokens = call(&state, "SELECT otobot.tokens_for_revocation($1, $2, $3)::text", &[&id, &user.id, &request_id]).await?;
+    let tokens = call(
+        &state,
+        "SELECT otobot.tokens_for_revocation($1, $2, $3)::text",
+        &[&id, &user.id, &request_id],
+    )
+    .await?;
     let mut revocation = json!(null);
     if let Some(tokens) = tokens.and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
         let service = tokens["service"].as_str().unwrap_or_default();
-        let token = tokens["refreshToken"].as_str().or_else(|| tokens["accessToken"].as_str());
+        let token = tokens["refreshToken"]
+            .as_str()
+            .or_else(|| tokens["accessToken"].as_str());
         revocation = match (state.oauth.provider(service), token) {
-            (Some((provider, app)), Some(token)) => match state.oauth.revoke(provider, app, token).await {
-                Ok(true) => json!({ "revoked": true }),
-                Ok(false) => json!({ "revoked": false, "reason": "the provider has no revocation endpoint" }),
-                Err(error) => json!({ "revoked": false, "reason": error }),
-            },
-            _ => json!({ "revoked": false, "reason": "the provider is not configured on this server" }),
+            (Some((provider, app)), Some(token)) => {
+                match state.oauth.revoke(provider, app, token).await {
+                    Ok(true) => json!({ "revoked": true }),
+                    Ok(false) => {
+                        json!({ "revoked": false, "reason": "the provider has no revocation endpoint" })
+                    }
+                    Err(error) => json!({ "revoked": false, "reason": error }),
+                }
+            }
+            _ => {
+                json!({ "revoked": false, "reason": "the provider is not configured on this server" })
+            }
         };
     }
     let done = call(
@@ -371,8 +371,14 @@ async fn delete_connection(
     )
     .await?;
     match done.as_deref() {
-        Some("true") => Ok(Json(json!({ "id": id, "deactivated": true, "revocation": revocation })).into_response()),
-        _ => Err(ApiError::NotFound("connection_not_found", "Connection not found".into())),
+        Some("true") => Ok(Json(
+            json!({ "id": id, "deactivated": true, "revocation": revocation }),
+        )
+        .into_response()),
+        _ => Err(ApiError::NotFound(
+            "connection_not_found",
+            "Connection not found".into(),
+        )),
     }
 }
 
@@ -464,7 +470,7 @@ async fn deactivate_user(
     Path(id): Path<String>,
 ) -> Result<Response> {
     require_admin(&user)?;
-    let target = uuid_param(&id, "id")?;
+    let target = uuid_param(&id, "id", "invalid_id")?;
     let request_id = request_id::current();
     let done = call(
         &state,
