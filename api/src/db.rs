@@ -19,29 +19,19 @@ use crate::{
 
 const LOAD_KEY: &str = "SELECT otobot.otobot_load_key($1, $2, $3)";
 
-async fn load_keys(
-    client: &deadpool_postgres::ClientWrapper,
+/// Loads the keyring into one session: the old versions, then the current
+/// one, each as bind parameters. On failure, the version that did not load.
+pub async fn load_keys(
+    client: &tokio_postgres::Client,
     keys: &KeySet,
-) -> Result<(), tokio_postgres::Error> {
-    for key in &keys.old {
+) -> Result<(), (i32, tokio_postgres::Error)> {
+    let all = keys.old.iter().map(|k| (k, false)).chain(std::iter::once((&keys.current, true)));
+    for (key, current) in all {
         client
-            .execute(
-                LOAD_KEY,
-                &[&key.version, &key.key.expose_secret().as_slice(), &false],
-            )
-            .await?;
+            .execute(LOAD_KEY, &[&key.version, &key.key.expose_secret().as_slice(), &current])
+            .await
+            .map_err(|e| (key.version, e))?;
     }
-    let current = &keys.current;
-    client
-        .execute(
-            LOAD_KEY,
-            &[
-                &current.version,
-                &current.key.expose_secret().as_slice(),
-                &true,
-            ],
-        )
-        .await?;
     Ok(())
 }
 
@@ -70,7 +60,7 @@ pub fn pool(settings: &Settings, keys: Arc<KeySet>) -> Pool {
         .recycle_timeout(Some(settings.db_timeout))
         .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
             let keys = keys.clone();
-            Box::pin(async move { load_keys(client, &keys).await.map_err(HookError::Backend) })
+            Box::pin(async move { load_keys(client, &keys).await.map_err(|(_, e)| HookError::Backend(e)) })
         }))
         .build()
         .expect("a Tokio runtime is configured")

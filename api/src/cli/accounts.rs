@@ -125,18 +125,8 @@ fn password_hash(args: &PasswordArgs) -> Result<Option<String>> {
     if password.expose_secret().chars().count() < MIN_PASSWORD_LEN {
         bail!("the password must be at least {MIN_PASSWORD_LEN} characters");
     }
-    Ok(Some(hash(password.expose_secret())?))
-}
-
-/// argon2id PHC string with a random salt (the same scheme `otobot serve` verifies).
-fn hash(password: &str) -> Result<String> {
-    use argon2::{password_hash::SaltString, Argon2, PasswordHasher};
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        // SECURITY: the hasher's errors never contain the password.
-        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
+    // The same argon2id scheme `otobot serve` verifies.
+    Ok(Some(crate::password::hash(password.expose_secret()).map_err(anyhow::Error::msg)?))
 }
 
 pub async fn create_client(args: CreateClientArgs) -> Result<()> {

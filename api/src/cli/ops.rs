@@ -2,7 +2,6 @@
 //! from the environment, and a few output helpers.
 
 use anyhow::{Context, Result};
-use secrecy::ExposeSecret;
 use tokio_postgres::Client;
 
 use crate::{
@@ -58,22 +57,20 @@ pub fn keys_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<KeySet> {
 /// Loads `keys` into this session: the old versions decrypt-only, then the current one.
 /// Each key is a bind parameter, never SQL text.
 pub async fn load_keyring(client: &Client, keys: &KeySet) -> Result<()> {
-    const LOAD_KEY: &str = "SELECT otobot.otobot_load_key($1, $2, $3)";
-    for (key, current) in keys
-        .old
-        .iter()
-        .map(|k| (k, false))
-        .chain(std::iter::once((&keys.current, true)))
-    {
-        client
-            .execute(
-                LOAD_KEY,
-                &[&key.version, &key.key.expose_secret().as_slice(), &current],
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!(describe_key_error(key.version, &e)))?;
+    // SECURITY: an administrator's session may log its statements; keep the
+    // keys' bind parameters out of the server log (superuser-only settings:
+    // a lesser role keeps what its own role settings say).
+    for setting in [
+        "SET log_statement = 'none'",
+        "SET log_min_duration_statement = -1",
+        "SET log_parameter_max_length = 0",
+        "SET log_parameter_max_length_on_error = 0",
+    ] {
+        let _ = client.batch_execute(setting).await;
     }
-    Ok(())
+    crate::db::load_keys(client, keys)
+        .await
+        .map_err(|(version, e)| anyhow::anyhow!(describe_key_error(version, &e)))
 }
 
 /// Why a key did not load, naming the version and the variable to fix.
