@@ -120,7 +120,12 @@ impl Metrics {
     }
 
     pub fn refresh(&self, service: &str, outcome: &'static str) {
-        self.refreshes.get_or_create(&RefreshLabels { service: service.to_owned(), outcome }).inc();
+        self.refreshes
+            .get_or_create(&RefreshLabels {
+                service: service.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     /// The text exposition, with the pool gauges refreshed.

@@ -295,12 +295,18 @@ fn user_api(
     }))
 }
 
-fn http_url(var: &impl Fn(&str) -> Option<String>, name: &str, default: Option<&str>) -> Result<Option<String>> {
+fn http_url(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: Option<&str>,
+) -> Result<Option<String>> {
     let Some(value) = var(name).or_else(|| default.map(str::to_owned)) else {
         return Ok(None);
     };
     let value = value.trim().trim_end_matches('/').to_owned();
-    if !(value.starts_with("http://") || value.starts_with("https://")) || value.contains(char::is_whitespace) {
+    if !(value.starts_with("http://") || value.starts_with("https://"))
+        || value.contains(char::is_whitespace)
+    {
         return err(format!("{name} must be an http:// or https:// URL"));
     }
     Ok(Some(value))
@@ -318,10 +324,14 @@ fn oauth(
                 .map_err(|e| ConfigError(format!("OAUTH_PROVIDERS_FILE cannot be read: {e}")))?,
         ),
     };
-    let catalogue = Catalogue::load(extra.as_deref()).map_err(|e| ConfigError(format!("provider catalogue: {e}")))?;
+    let catalogue = Catalogue::load(extra.as_deref())
+        .map_err(|e| ConfigError(format!("provider catalogue: {e}")))?;
     let apps = catalogue
         .iter()
-        .filter_map(|(code, p)| p.client_credentials(code, var).map(|(id, secret)| (code.to_owned(), id, SecretString::from(secret))))
+        .filter_map(|(code, p)| {
+            p.client_credentials(code, var)
+                .map(|(id, secret)| (code.to_owned(), id, SecretString::from(secret)))
+        })
         .collect();
     let refresher_enabled = match var("REFRESHER_ENABLED").as_deref().map(str::trim) {
         None | Some("true") | Some("1") => true,
@@ -332,7 +342,8 @@ fn oauth(
         catalogue,
         apps,
         public_url: http_url(var, "PUBLIC_URL", Some("http://localhost:3001"))?.unwrap_or_default(),
-        frontend_url: http_url(var, "FRONTEND_URL", Some("http://localhost:8082"))?.unwrap_or_default(),
+        frontend_url: http_url(var, "FRONTEND_URL", Some("http://localhost:8082"))?
+            .unwrap_or_default(),
         failure_webhook: http_url(var, "REFRESH_FAILURE_WEBHOOK_URL", None)?,
         refresher_enabled,
         refresh_interval: Duration::from_secs(number("REFRESHER_INTERVAL_SECONDS", 30, 1, 3600)?),

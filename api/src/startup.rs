@@ -53,17 +53,27 @@ async fn load_services(state: &AppState) -> Result<HashSet<String>, crate::error
 pub async fn build_state(settings: &mut Settings) -> Result<SharedState> {
     let keys = Arc::new(std::mem::replace(
         &mut settings.keys,
-        crate::settings::KeySet { current: placeholder_key(), old: Vec::new() },
+        crate::settings::KeySet {
+            current: placeholder_key(),
+            old: Vec::new(),
+        },
     ));
     let pool = db::pool(settings, keys);
     // Open one session now: a wrong key or a missing extension stops start-up.
-    drop(pool.get().await.map_err(|e| anyhow!(db::describe_pool_error(&e)))?);
+    drop(
+        pool.get()
+            .await
+            .map_err(|e| anyhow!(db::describe_pool_error(&e)))?,
+    );
 
     let state = Arc::new(AppState {
         pool,
         tokens: InternalTokens::new(&settings.internal_tokens),
         limit: RateLimit::new(settings.rate_limit_max, settings.rate_limit_window),
-        public_limit: RateLimit::new(settings.rate_limit_max.saturating_mul(10), settings.rate_limit_window),
+        public_limit: RateLimit::new(
+            settings.rate_limit_max.saturating_mul(10),
+            settings.rate_limit_window,
+        ),
         metrics: Arc::new(Metrics::default()),
         services: RwLock::new(Arc::new(HashSet::new())),
         refresh_window_seconds: settings.refresh_window_seconds,
@@ -74,23 +84,44 @@ pub async fn build_state(settings: &mut Settings) -> Result<SharedState> {
     // The catalogue is the source of truth for the services table.
     let client = db::client(&state.pool).await.map_err(|e| anyhow!("{e}"))?;
     let synced: i32 = client
-        .query_one("SELECT otobot.sync_services($1)", &[&state.oauth.catalogue.services_json()])
+        .query_one(
+            "SELECT otobot.sync_services($1)",
+            &[&state.oauth.catalogue.services_json()],
+        )
         .await
         .context("cannot sync the provider catalogue into otobot.services")?
         .get(0);
     drop(client);
-    let services = load_services(&state).await.map_err(|e| anyhow!("cannot read the service catalogue: {e}"))?;
-    tracing::info!(services = services.len(), synced, oauth_enabled = state.oauth.apps.len(), "service catalogue loaded");
+    let services = load_services(&state)
+        .await
+        .map_err(|e| anyhow!("cannot read the service catalogue: {e}"))?;
+    tracing::info!(
+        services = services.len(),
+        synced,
+        oauth_enabled = state.oauth.apps.len(),
+        "service catalogue loaded"
+    );
     *state.services.write().expect("not poisoned") = Arc::new(services);
     Ok(state)
 }
 
 fn oauth(settings: &mut Settings) -> Result<crate::oauth::OAuth> {
     let o = &mut settings.oauth;
-    let catalogue = std::mem::replace(&mut o.catalogue, crate::oauth::catalogue::Catalogue::load(None).context("catalogue")?);
+    let catalogue = std::mem::replace(
+        &mut o.catalogue,
+        crate::oauth::catalogue::Catalogue::load(None).context("catalogue")?,
+    );
     let apps = std::mem::take(&mut o.apps)
         .into_iter()
-        .map(|(code, client_id, client_secret)| (code, crate::oauth::App { client_id, client_secret }))
+        .map(|(code, client_id, client_secret)| {
+            (
+                code,
+                crate::oauth::App {
+                    client_id,
+                    client_secret,
+                },
+            )
+        })
         .collect();
     let suffix: u32 = rand::random();
     Ok(crate::oauth::OAuth {
@@ -125,8 +156,14 @@ impl Application {
             tracing::warn!("API_JWT_SECRET is not set: the user API (/api/tooljet) is disabled");
         }
         let address = SocketAddr::new(settings.host, settings.port);
-        let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
-        Ok(Self { listener, state, seal_interval: settings.audit_seal_interval })
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        Ok(Self {
+            listener,
+            state,
+            seal_interval: settings.audit_seal_interval,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -146,8 +183,16 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let background = tokio::spawn(background(self.state.clone(), self.seal_interval, stop_rx.clone()));
-        let refresher = self.state.oauth.refresher_enabled.then(|| tokio::spawn(refresher(self.state.clone(), stop_rx)));
+        let background = tokio::spawn(background(
+            self.state.clone(),
+            self.seal_interval,
+            stop_rx.clone(),
+        ));
+        let refresher = self
+            .state
+            .oauth
+            .refresher_enabled
+            .then(|| tokio::spawn(refresher(self.state.clone(), stop_rx)));
         tracing::info!(address = %self.local_addr(), "otobot serve listening");
         let app =
             routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();

@@ -22,11 +22,17 @@ async fn setup() -> (TestDb, String) {
 async fn wait_sealed(db: &TestDb, key: &str, n: i64) {
     let client = db.client().await;
     client
-        .execute("SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)", &[&key])
+        .execute(
+            "SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)",
+            &[&key],
+        )
         .await
         .unwrap();
     for _ in 0..600 {
-        client.execute("SELECT otobot.seal_audit_chain()", &[]).await.unwrap();
+        client
+            .execute("SELECT otobot.seal_audit_chain()", &[])
+            .await
+            .unwrap();
         let links: i64 = client
             .query_one("SELECT count(*) FROM otobot.audit_chain", &[])
             .await
@@ -44,12 +50,19 @@ async fn wait_sealed(db: &TestDb, key: &str, n: i64) {
 async fn audit_verify_seals_then_verifies_and_reports_a_tampered_row() {
     let (db, key) = setup().await;
     let dir = tempfile::tempdir().unwrap();
-    let env = [("MIGRATION_DATABASE_URL", db.url.as_str()), ("ENCRYPTION_MASTER_KEY", key.as_str())];
+    let env = [
+        ("MIGRATION_DATABASE_URL", db.url.as_str()),
+        ("ENCRYPTION_MASTER_KEY", key.as_str()),
+    ];
 
     wait_sealed(&db, &key, 3).await;
     let out = run_async(dir.path(), &["audit", "verify"], &env, None).await;
     assert_ok(&out);
-    assert!(stdout(&out).contains("✔ audit chain verified: 3 links"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("✔ audit chain verified: 3 links"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = run_async(dir.path(), &["audit", "verify", "--json"], &env, None).await;
     assert_ok(&out);
@@ -69,14 +82,21 @@ async fn audit_verify_seals_then_verifies_and_reports_a_tampered_row() {
         .unwrap();
     let out = run_async(dir.path(), &["audit", "verify"], &env, None).await;
     assert_error(&out, "audit chain broken at link 2");
-    assert!(stdout(&out).contains("✘ audit chain broken after 1 good links"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("✘ audit chain broken after 1 good links"),
+        "{}",
+        stdout(&out)
+    );
 
     // Without the right key nothing can be verified (or forged).
     let wrong = random_hex32();
     let out = run_async(
         dir.path(),
         &["audit", "verify"],
-        &[("MIGRATION_DATABASE_URL", db.url.as_str()), ("ENCRYPTION_MASTER_KEY", wrong.as_str())],
+        &[
+            ("MIGRATION_DATABASE_URL", db.url.as_str()),
+            ("ENCRYPTION_MASTER_KEY", wrong.as_str()),
+        ],
         None,
     )
     .await;
@@ -89,26 +109,47 @@ async fn audit_export_streams_jsonl_and_csv_since_a_date() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("MIGRATION_DATABASE_URL", db.url.as_str())];
 
-    let out = run_async(dir.path(), &["audit", "export", "--since", "2000-01-01T00:00:00Z"], &env, None).await;
+    let out = run_async(
+        dir.path(),
+        &["audit", "export", "--since", "2000-01-01T00:00:00Z"],
+        &env,
+        None,
+    )
+    .await;
     assert_ok(&out);
     let lines: Vec<serde_json::Value> = stdout(&out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 3);
-    assert!(lines.iter().all(|l| l["action"] == "connection_created" && l["source"] == "test"));
+    assert!(lines
+        .iter()
+        .all(|l| l["action"] == "connection_created" && l["source"] == "test"));
     assert!(lines[0]["id"].as_i64() < lines[1]["id"].as_i64());
     assert!(lines[0].get("chain_seq").is_some() && lines[0].get("detail").is_some());
 
     let out = run_async(
         dir.path(),
-        &["audit", "export", "--since", "2000-01-01T00:00:00+02:00", "--format", "csv", "--output", "audit.csv"],
+        &[
+            "audit",
+            "export",
+            "--since",
+            "2000-01-01T00:00:00+02:00",
+            "--format",
+            "csv",
+            "--output",
+            "audit.csv",
+        ],
         &env,
         None,
     )
     .await;
     assert_ok(&out);
-    assert!(stderr(&out).contains("exported 3 audit rows"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exported 3 audit rows"),
+        "{}",
+        stderr(&out)
+    );
     let csv = std::fs::read_to_string(dir.path().join("audit.csv")).unwrap();
     let mut csv_lines = csv.lines();
     assert_eq!(
@@ -117,10 +158,22 @@ async fn audit_export_streams_jsonl_and_csv_since_a_date() {
     );
     assert_eq!(csv_lines.count(), 3);
 
-    let out = run_async(dir.path(), &["audit", "export", "--since", "2999-01-01T00:00:00Z"], &env, None).await;
+    let out = run_async(
+        dir.path(),
+        &["audit", "export", "--since", "2999-01-01T00:00:00Z"],
+        &env,
+        None,
+    )
+    .await;
     assert_ok(&out);
     assert_eq!(stdout(&out), "");
 
-    let out = run_async(dir.path(), &["audit", "export", "--since", "yesterday"], &env, None).await;
+    let out = run_async(
+        dir.path(),
+        &["audit", "export", "--since", "yesterday"],
+        &env,
+        None,
+    )
+    .await;
     assert_error(&out, "--since");
 }

@@ -21,7 +21,12 @@ async fn install() -> Install {
     let key = random_hex32();
     store_oauth(&admin, &key, USER_A, "google", "at-a", "rt-a", None).await;
     let api_url = db.api_url(None);
-    Install { db, key, token: random_hex32(), api_url }
+    Install {
+        db,
+        key,
+        token: random_hex32(),
+        api_url,
+    }
 }
 
 async fn doctor(i: &Install, key: &str, json: bool) -> std::process::Output {
@@ -46,7 +51,10 @@ async fn doctor(i: &Install, key: &str, json: bool) -> std::process::Output {
 
 fn line<'a>(out: &'a str, name: &str) -> &'a str {
     out.lines()
-        .find(|l| l.split_once(' ').is_some_and(|(_, rest)| rest.starts_with(&format!("{name}:"))))
+        .find(|l| {
+            l.split_once(' ')
+                .is_some_and(|(_, rest)| rest.starts_with(&format!("{name}:")))
+        })
         .unwrap_or_else(|| panic!("no {name} line in\n{out}"))
 }
 
@@ -57,9 +65,21 @@ async fn doctor_passes_on_a_healthy_install() {
     assert_ok(&out);
     let text = stdout(&out);
     for name in [
-        "configuration", "database", "extension", "migrations", "keys", "secrets", "roles",
-        "api privileges", "auditor privileges", "public execute", "row-level security",
-        "audit chain", "audit seal lag", "statement logging", "api login",
+        "configuration",
+        "database",
+        "extension",
+        "migrations",
+        "keys",
+        "secrets",
+        "roles",
+        "api privileges",
+        "auditor privileges",
+        "public execute",
+        "row-level security",
+        "audit chain",
+        "audit seal lag",
+        "statement logging",
+        "api login",
     ] {
         assert!(line(&text, name).starts_with('✔'), "{name}:\n{text}");
     }
@@ -84,14 +104,29 @@ async fn doctor_fails_on_a_broken_grant_a_wrong_key_and_unforced_rls() {
     assert_error(&out, "check(s) failed");
     let text = stdout(&out);
     let grant = line(&text, "api privileges");
-    assert!(grant.starts_with('✘') && grant.contains("otobot.client_connections"), "{text}");
+    assert!(
+        grant.starts_with('✘') && grant.contains("otobot.client_connections"),
+        "{text}"
+    );
     let rls = line(&text, "row-level security");
-    assert!(rls.starts_with('✘') && rls.contains("client_connections (not forced)"), "{text}");
+    assert!(
+        rls.starts_with('✘') && rls.contains("client_connections (not forced)"),
+        "{text}"
+    );
     let public = line(&text, "public execute");
-    assert!(public.starts_with('✘') && public.contains("otobot_decrypt"), "{text}");
+    assert!(
+        public.starts_with('✘') && public.contains("otobot_decrypt"),
+        "{text}"
+    );
     let keys = line(&text, "keys");
-    assert!(keys.starts_with('✘') && keys.contains("key version 1 does not match"), "{text}");
-    assert!(text.contains("    fix: REVOKE ALL ON those tables FROM otobot_api"), "{text}");
+    assert!(
+        keys.starts_with('✘') && keys.contains("key version 1 does not match"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    fix: REVOKE ALL ON those tables FROM otobot_api"),
+        "{text}"
+    );
     assert!(!text.contains(&wrong) && !text.contains(&i.key));
 
     let out = doctor(&i, &wrong, true).await;
@@ -105,7 +140,15 @@ async fn doctor_fails_on_a_broken_grant_a_wrong_key_and_unforced_rls() {
         .filter(|c| c["status"] == "fail")
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(failed, vec!["keys", "api privileges", "public execute", "row-level security"]);
+    assert_eq!(
+        failed,
+        vec![
+            "keys",
+            "api privileges",
+            "public execute",
+            "row-level security"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -130,5 +173,8 @@ async fn doctor_reports_secrets_under_a_key_version_the_keyring_lacks() {
     assert_error(&out, "check(s) failed");
     let text = stdout(&out);
     let secrets = line(&text, "secrets");
-    assert!(secrets.starts_with('✘') && secrets.contains("version 1 (1 connections)"), "{text}");
+    assert!(
+        secrets.starts_with('✘') && secrets.contains("version 1 (1 connections)"),
+        "{text}"
+    );
 }

@@ -21,9 +21,12 @@ const USERS: i64 = 20_000;
 /// `n` connections (5 per user, services 1 to 5) encrypted under key version 1 with their real
 /// associated data, in one statement. Setup only: the per-row audit triggers are skipped.
 async fn generate(db: &Client, key1: &str, n: i64) {
-    db.execute("SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)", &[&key1])
-        .await
-        .unwrap();
+    db.execute(
+        "SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)",
+        &[&key1],
+    )
+    .await
+    .unwrap();
     db.batch_execute(&format!(
         "SET session_replication_role = replica;
          INSERT INTO otobot.clients (id, email, company_name) VALUES ('{CLIENT_1}', 'one@example.test', 'One');
@@ -41,19 +44,29 @@ async fn generate(db: &Client, key1: &str, n: i64) {
     ))
     .await
     .unwrap();
-    db.batch_execute("VACUUM ANALYZE otobot.client_connections").await.unwrap();
+    db.batch_execute("VACUUM ANALYZE otobot.client_connections")
+        .await
+        .unwrap();
 }
 
 async fn counts(db: &Client) -> Vec<(i32, i64)> {
-    db.query("SELECT key_version, connections FROM otobot.key_version_counts()", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+    db.query(
+        "SELECT key_version, connections FROM otobot.key_version_counts()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
 }
 
-fn rotation_env<'a>(db: &'a TestDb, current: &'a str, version: &'a str, old: &'a str) -> Vec<(&'a str, &'a str)> {
+fn rotation_env<'a>(
+    db: &'a TestDb,
+    current: &'a str,
+    version: &'a str,
+    old: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     vec![
         ("MIGRATION_DATABASE_URL", db.url.as_str()),
         ("ENCRYPTION_MASTER_KEY", current),
@@ -73,8 +86,18 @@ fn spawn_reader(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let api = connect(&url).await;
-        api.execute("SELECT otobot.otobot_load_key(1, decode($1, 'hex'), false)", &[&key1]).await.unwrap();
-        api.execute("SELECT otobot.otobot_load_key(2, decode($1, 'hex'), true)", &[&key2]).await.unwrap();
+        api.execute(
+            "SELECT otobot.otobot_load_key(1, decode($1, 'hex'), false)",
+            &[&key1],
+        )
+        .await
+        .unwrap();
+        api.execute(
+            "SELECT otobot.otobot_load_key(2, decode($1, 'hex'), true)",
+            &[&key2],
+        )
+        .await
+        .unwrap();
         let read = api
             .prepare("SELECT otobot.get_user_credentials(md5('user' || $1::text)::uuid, 'google', NULL, NULL, 'test', NULL)")
             .await
@@ -86,7 +109,9 @@ fn spawn_reader(
                 Ok(row) => {
                     let v: serde_json::Value = row.get(0);
                     v["hasCredentials"] == true
-                        && v["credentials"]["accessToken"].as_str().is_some_and(|t| t.starts_with("access-"))
+                        && v["credentials"]["accessToken"]
+                            .as_str()
+                            .is_some_and(|t| t.starts_with("access-"))
                 }
                 Err(_) => false,
             };
@@ -110,12 +135,23 @@ async fn rotating_100k_secrets_online_survives_kill_9_and_no_read_fails() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let (reads, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let reader = spawn_reader(db.api_url(None), key1.clone(), key2.clone(), stop.clone(), reads.clone(), failures.clone());
+    let reader = spawn_reader(
+        db.api_url(None),
+        key1.clone(),
+        key2.clone(),
+        stop.clone(),
+        reads.clone(),
+        failures.clone(),
+    );
 
     // First run: killed with SIGKILL part-way.
-    let mut child = command(dir.path(), &["rotate-key", "--batch", "500", "--jobs", "1"], &env)
-        .spawn()
-        .unwrap();
+    let mut child = command(
+        dir.path(),
+        &["rotate-key", "--batch", "500", "--jobs", "1"],
+        &env,
+    )
+    .spawn()
+    .unwrap();
     let started = Instant::now();
     loop {
         let c = counts(&admin).await;
@@ -123,8 +159,14 @@ async fn rotating_100k_secrets_online_survives_kill_9_and_no_read_fails() {
         if moved >= 5_000 {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "rotation ended before it could be killed");
-        assert!(started.elapsed() < Duration::from_secs(120), "rotation does not progress: {c:?}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "rotation ended before it could be killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "rotation does not progress: {c:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill().unwrap(); // SIGKILL
@@ -136,19 +178,38 @@ async fn rotating_100k_secrets_online_survives_kill_9_and_no_read_fails() {
     // The rerun continues and finishes.
     let out = run_async(dir.path(), &["rotate-key"], &env, None).await;
     assert_ok(&out);
-    assert!(stdout(&out).contains("to key version 2"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("to key version 2"),
+        "{}",
+        stdout(&out)
+    );
     stop.store(true, Ordering::SeqCst);
     reader.await.unwrap();
-    let (reads, failures) = (reads.load(Ordering::SeqCst), failures.load(Ordering::SeqCst));
+    let (reads, failures) = (
+        reads.load(Ordering::SeqCst),
+        failures.load(Ordering::SeqCst),
+    );
     assert!(reads > 50, "only {reads} reads");
-    assert_eq!(failures, 0, "{failures} of {reads} reads failed during the rotation");
+    assert_eq!(
+        failures, 0,
+        "{failures} of {reads} reads failed during the rotation"
+    );
 
     assert_eq!(counts(&admin).await, vec![(2, 100_000)]);
 
     // Every secret decrypts with the new key alone: the old one can go.
     let fresh = db.client().await;
-    fresh.execute("SELECT otobot.otobot_load_key(2, decode($1, 'hex'), true)", &[&key2]).await.unwrap();
-    let row = fresh.query_one("SELECT checked, failed FROM otobot.verify_secrets()", &[]).await.unwrap();
+    fresh
+        .execute(
+            "SELECT otobot.otobot_load_key(2, decode($1, 'hex'), true)",
+            &[&key2],
+        )
+        .await
+        .unwrap();
+    let row = fresh
+        .query_one("SELECT checked, failed FROM otobot.verify_secrets()", &[])
+        .await
+        .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (100_000, 0));
 
     // Re-encryption is not a change: no per-row audit, updated_at untouched; one row per batch.
@@ -164,11 +225,17 @@ async fn rotating_100k_secrets_online_survives_kill_9_and_no_read_fails() {
         .unwrap();
     let (batches, others, rotated): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
     assert!(batches >= 100_000 / 2000, "{batches} batch rows");
-    assert_eq!(others, 0, "no per-row audit of re-encryption: {others} other rows");
+    assert_eq!(
+        others, 0,
+        "no per-row audit of re-encryption: {others} other rows"
+    );
     // The batch killed mid-way rolled back with its audit row: the sum is exactly the rows moved.
     assert_eq!(rotated, 100_000);
     let touched: i64 = admin
-        .query_one("SELECT count(*) FROM otobot.client_connections WHERE updated_at <> created_at", &[])
+        .query_one(
+            "SELECT count(*) FROM otobot.client_connections WHERE updated_at <> created_at",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -177,10 +244,18 @@ async fn rotating_100k_secrets_online_survives_kill_9_and_no_read_fails() {
     // Nothing left: a third run has nothing to do; the old version retires.
     let out = run_async(dir.path(), &["rotate-key"], &env, None).await;
     assert_ok(&out);
-    assert!(stdout(&out).contains("nothing to rotate"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("nothing to rotate"),
+        "{}",
+        stdout(&out)
+    );
     let out = run_async(dir.path(), &["retire-key", "--version", "1"], &env, None).await;
     assert_ok(&out);
-    assert!(stdout(&out).contains("key version 1 is retired"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("key version 1 is retired"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test]
@@ -191,11 +266,20 @@ async fn dry_run_counts_per_version_and_changes_nothing() {
     generate(&admin, &key1, 300).await;
     let old = format!("1:{key1}");
     let dir = tempfile::tempdir().unwrap();
-    let out = run_async(dir.path(), &["rotate-key", "--dry-run"], &rotation_env(&db, &key2, "2", &old), None).await;
+    let out = run_async(
+        dir.path(),
+        &["rotate-key", "--dry-run"],
+        &rotation_env(&db, &key2, "2", &old),
+        None,
+    )
+    .await;
     assert_ok(&out);
     let text = stdout(&out);
     assert!(text.contains("key version   1 (old, decrypt-only): 300 connections, 300 access tokens, 300 refresh tokens"), "{text}");
-    assert!(text.contains("300 connections would be re-encrypted to key version 2"), "{text}");
+    assert!(
+        text.contains("300 connections would be re-encrypted to key version 2"),
+        "{text}"
+    );
     assert_eq!(counts(&admin).await, vec![(1, 300)]);
 }
 
@@ -209,12 +293,24 @@ async fn rotation_refuses_a_wrong_or_missing_old_key() {
 
     // The old key is not the one that encrypted version 1.
     let wrong = format!("1:{}", random_hex32());
-    let out = run_async(dir.path(), &["rotate-key"], &rotation_env(&db, &key2, "2", &wrong), None).await;
+    let out = run_async(
+        dir.path(),
+        &["rotate-key"],
+        &rotation_env(&db, &key2, "2", &wrong),
+        None,
+    )
+    .await;
     let line = assert_error(&out, "key version 1 does not match");
     assert!(!line.contains(&key1) && !line.contains(&wrong[2..]));
 
     // No old key at all: secrets under version 1 could not be decrypted.
-    let out = run_async(dir.path(), &["rotate-key"], &rotation_env(&db, &key2, "2", ""), None).await;
+    let out = run_async(
+        dir.path(),
+        &["rotate-key"],
+        &rotation_env(&db, &key2, "2", ""),
+        None,
+    )
+    .await;
     assert_error(&out, "ENCRYPTION_OLD_KEYS");
     assert_eq!(counts(&admin).await, vec![(1, 10)]);
 }
@@ -233,6 +329,10 @@ async fn retire_key_refuses_a_version_still_in_use_or_current() {
     assert_error(&out, "key version 1 still encrypts 3 connection(s)");
     let out = run_async(dir.path(), &["retire-key", "--version", "2"], &env, None).await;
     assert_error(&out, "is the current ENCRYPTION_KEY_VERSION");
-    let retired: i64 = admin.query_one("SELECT count(*) FROM otobot.retired_key_versions", &[]).await.unwrap().get(0);
+    let retired: i64 = admin
+        .query_one("SELECT count(*) FROM otobot.retired_key_versions", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(retired, 0);
 }

@@ -217,10 +217,21 @@ async fn the_seed_happy_path_returns_the_exact_shape_and_one_audit_row_per_fetch
     assert_eq!(b["credentials"]["accessToken"], "ya29.work");
     // The sealer chains the reads in the background (once no older
     // transaction anywhere in the cluster is still running).
-    db.execute("SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)", &[&app.key_hex]).await.unwrap();
+    db.execute(
+        "SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)",
+        &[&app.key_hex],
+    )
+    .await
+    .unwrap();
     let started = std::time::Instant::now();
     let (ok, checked, problem) = loop {
-        let row = db.query_one("SELECT ok, checked, problem FROM otobot.verify_audit_chain()", &[]).await.unwrap();
+        let row = db
+            .query_one(
+                "SELECT ok, checked, problem FROM otobot.verify_audit_chain()",
+                &[],
+            )
+            .await
+            .unwrap();
         let result: (bool, i64, Option<String>) = (row.get(0), row.get(1), row.get(2));
         if result.1 >= 6 || started.elapsed() > Duration::from_secs(20) {
             break result;

@@ -138,7 +138,8 @@ async fn verify(args: VerifyArgs) -> Result<()> {
 }
 
 /// The exported columns: the row, and its link in the chain when sealed.
-const EXPORT_QUERY: &str = "SELECT l.id, l.created_at, l.action, l.source, l.client_connection_id, l.user_id,
+const EXPORT_QUERY: &str =
+    "SELECT l.id, l.created_at, l.action, l.source, l.client_connection_id, l.user_id,
         l.client_id, l.service_code, l.request_id, l.db_role, l.detail, c.seq AS chain_seq
     FROM otobot.credential_access_logs l
     LEFT JOIN otobot.audit_chain c ON c.log_id = l.id
@@ -192,10 +193,9 @@ async fn export(args: ExportArgs) -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot read the audit log: {}", db_message(&e)))?;
             loop {
-                let batch = tx
-                    .query_portal(&portal, 1000)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot read the audit log: {}", db_message(&e)))?;
+                let batch = tx.query_portal(&portal, 1000).await.map_err(|e| {
+                    anyhow::anyhow!("cannot read the audit log: {}", db_message(&e))
+                })?;
                 if batch.is_empty() {
                     break;
                 }

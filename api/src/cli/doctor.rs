@@ -44,8 +44,19 @@ struct Check {
 struct Report(Vec<Check>);
 
 impl Report {
-    fn add(&mut self, name: &'static str, status: Status, message: impl Into<String>, hint: Option<&str>) {
-        self.0.push(Check { name, status, message: message.into(), hint: hint.map(str::to_owned) });
+    fn add(
+        &mut self,
+        name: &'static str,
+        status: Status,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) {
+        self.0.push(Check {
+            name,
+            status,
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        });
     }
     fn ok(&mut self, name: &'static str, message: impl Into<String>) {
         self.add(name, Status::Ok, message, None);
@@ -62,7 +73,12 @@ impl Report {
 }
 
 /// Tables whose rows belong to a tenant: row-level security must be enabled and forced.
-const TENANT_TABLES: &[&str] = &["clients", "users", "client_connections", "credential_access_logs"];
+const TENANT_TABLES: &[&str] = &[
+    "clients",
+    "users",
+    "client_connections",
+    "credential_access_logs",
+];
 
 /// Settings that must keep otobot_api's statements and parameters out of the server log.
 const LOG_SETTINGS: &[(&str, &str)] = &[
@@ -80,7 +96,11 @@ pub async fn run(args: Args) -> Result<()> {
             Some(s)
         }
         Err(e) => {
-            report.fail("configuration", e.to_string(), "fix .env (or run `otobot gen-secrets` for a fresh one)");
+            report.fail(
+                "configuration",
+                e.to_string(),
+                "fix .env (or run `otobot gen-secrets` for a fresh one)",
+            );
             None
         }
     };
@@ -99,15 +119,25 @@ pub async fn run(args: Args) -> Result<()> {
     }
     if let Some(settings) = &settings {
         match settings.database.connect().await {
-            Ok(_) => report.ok("api login", format!("otobot_api logs in: {}", settings.database.redacted())),
-            Err(e) => report.fail("api login", format!("{e:#}"), "check DATABASE_URL or FRONTEND_DB_USER/FRONTEND_DB_PASSWORD and pg_hba.conf"),
+            Ok(_) => report.ok(
+                "api login",
+                format!("otobot_api logs in: {}", settings.database.redacted()),
+            ),
+            Err(e) => report.fail(
+                "api login",
+                format!("{e:#}"),
+                "check DATABASE_URL or FRONTEND_DB_USER/FRONTEND_DB_PASSWORD and pg_hba.conf",
+            ),
         }
     }
     http_checks(&mut report).await;
 
     let failed = report.0.iter().filter(|c| c.status == Status::Fail).count();
     if args.json {
-        println!("{}", serde_json::json!({ "ok": failed == 0, "checks": report.0 }));
+        println!(
+            "{}",
+            serde_json::json!({ "ok": failed == 0, "checks": report.0 })
+        );
     } else {
         for c in &report.0 {
             let mark = match c.status {
@@ -131,14 +161,29 @@ pub async fn run(args: Args) -> Result<()> {
 async fn database_checks(client: &Client, keys: Option<&KeySet>, report: &mut Report) {
     // Extension and its version.
     let binary = env!("CARGO_PKG_VERSION");
-    match client.query_opt("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'otobot'", &[]).await {
-        Ok(Some(row)) if row.get::<_, &str>(0) == binary => report.ok("extension", format!("otobot {binary} installed")),
+    match client
+        .query_opt(
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'otobot'",
+            &[],
+        )
+        .await
+    {
+        Ok(Some(row)) if row.get::<_, &str>(0) == binary => {
+            report.ok("extension", format!("otobot {binary} installed"))
+        }
         Ok(Some(row)) => report.fail(
             "extension",
-            format!("otobot {} installed, this binary is {binary}", row.get::<_, &str>(0)),
+            format!(
+                "otobot {} installed, this binary is {binary}",
+                row.get::<_, &str>(0)
+            ),
             "install the extension package of this release, then `ALTER EXTENSION otobot UPDATE`",
         ),
-        Ok(None) => report.fail("extension", "the otobot extension is not installed in this database", "install it, then run `otobot migrate`"),
+        Ok(None) => report.fail(
+            "extension",
+            "the otobot extension is not installed in this database",
+            "install it, then run `otobot migrate`",
+        ),
         Err(e) => report.fail("extension", db_message(&e), "check the database"),
     }
 
@@ -154,7 +199,11 @@ async fn database_checks(client: &Client, keys: Option<&KeySet>, report: &mut Re
             if not_applied.is_empty() {
                 report.ok("migrations", format!("{} applied, current", embedded.len()));
             } else {
-                report.fail("migrations", format!("not current: {}", not_applied.join(", ")), "run `otobot migrate` (or deploy the binary matching the database)");
+                report.fail(
+                    "migrations",
+                    format!("not current: {}", not_applied.join(", ")),
+                    "run `otobot migrate` (or deploy the binary matching the database)",
+                );
             }
         }
         Err(e) => report.fail("migrations", e.to_string(), "run `otobot migrate`"),
@@ -163,7 +212,11 @@ async fn database_checks(client: &Client, keys: Option<&KeySet>, report: &mut Re
     // Keys: check values, and every secret's version in the keyring.
     let mut keyring_loaded = false;
     match keys {
-        None => report.fail("keys", "ENCRYPTION_MASTER_KEY / ENCRYPTION_OLD_KEYS missing or malformed", "set them in .env (64 hex characters each)"),
+        None => report.fail(
+            "keys",
+            "ENCRYPTION_MASTER_KEY / ENCRYPTION_OLD_KEYS missing or malformed",
+            "set them in .env (64 hex characters each)",
+        ),
         Some(keys) => {
             // SECURITY: a rolled-back transaction: checking a version never records its check value.
             let checked = async {
@@ -187,16 +240,45 @@ async fn database_checks(client: &Client, keys: Option<&KeySet>, report: &mut Re
             }
             match version_counts(client).await {
                 Ok(counts) => {
-                    let have = |v: i32| v == keys.current.version || keys.old.iter().any(|k| k.version == v);
-                    let missing: Vec<String> = counts.iter().filter(|c| !have(c.key_version)).map(|c| format!("version {} ({} connections)", c.key_version, c.connections)).collect();
-                    let old: i64 = counts.iter().filter(|c| c.key_version != keys.current.version).map(|c| c.connections).sum();
+                    let have = |v: i32| {
+                        v == keys.current.version || keys.old.iter().any(|k| k.version == v)
+                    };
+                    let missing: Vec<String> = counts
+                        .iter()
+                        .filter(|c| !have(c.key_version))
+                        .map(|c| {
+                            format!("version {} ({} connections)", c.key_version, c.connections)
+                        })
+                        .collect();
+                    let old: i64 = counts
+                        .iter()
+                        .filter(|c| c.key_version != keys.current.version)
+                        .map(|c| c.connections)
+                        .sum();
                     if !missing.is_empty() {
-                        report.fail("secrets", format!("secrets under key versions the keyring lacks: {}", missing.join(", ")), "add those versions to ENCRYPTION_OLD_KEYS as version:hex");
+                        report.fail(
+                            "secrets",
+                            format!(
+                                "secrets under key versions the keyring lacks: {}",
+                                missing.join(", ")
+                            ),
+                            "add those versions to ENCRYPTION_OLD_KEYS as version:hex",
+                        );
                     } else if old > 0 {
-                        report.warn("secrets", format!("{old} connections still under an old key version"), "run `otobot rotate-key`");
+                        report.warn(
+                            "secrets",
+                            format!("{old} connections still under an old key version"),
+                            "run `otobot rotate-key`",
+                        );
                     } else {
                         let total: i64 = counts.iter().map(|c| c.connections).sum();
-                        report.ok("secrets", format!("{total} connections, all under key version {}", keys.current.version));
+                        report.ok(
+                            "secrets",
+                            format!(
+                                "{total} connections, all under key version {}",
+                                keys.current.version
+                            ),
+                        );
                     }
                 }
                 Err(e) => report.fail("secrets", format!("{e:#}"), "run `otobot migrate`"),
@@ -257,8 +339,15 @@ async fn grants_checks(client: &Client, report: &mut Report) {
         .await
         .map(|rows| rows.iter().map(|r| r.get(0)).collect());
     match api_tables {
-        Ok(t) if t.is_empty() => report.ok("api privileges", "otobot_api has no privilege on any vault table (blind to ciphertext)"),
-        Ok(t) => report.fail("api privileges", format!("otobot_api can read or write {}", t.join(", ")), "REVOKE ALL ON those tables FROM otobot_api (it must only EXECUTE the API functions)"),
+        Ok(t) if t.is_empty() => report.ok(
+            "api privileges",
+            "otobot_api has no privilege on any vault table (blind to ciphertext)",
+        ),
+        Ok(t) => report.fail(
+            "api privileges",
+            format!("otobot_api can read or write {}", t.join(", ")),
+            "REVOKE ALL ON those tables FROM otobot_api (it must only EXECUTE the API functions)",
+        ),
         Err(e) => report.fail("api privileges", db_message(&e), "check the database"),
     }
     let auditor: Result<i64, _> = client
@@ -272,8 +361,15 @@ async fn grants_checks(client: &Client, report: &mut Report) {
         .await
         .map(|r| r.get(0));
     match auditor {
-        Ok(0) => report.ok("auditor privileges", "otobot_auditor cannot read ciphertext or password hashes"),
-        Ok(n) => report.fail("auditor privileges", format!("otobot_auditor can read {n} secret column(s)"), "REVOKE SELECT on the ciphertext and password_hash columns FROM otobot_auditor"),
+        Ok(0) => report.ok(
+            "auditor privileges",
+            "otobot_auditor cannot read ciphertext or password hashes",
+        ),
+        Ok(n) => report.fail(
+            "auditor privileges",
+            format!("otobot_auditor can read {n} secret column(s)"),
+            "REVOKE SELECT on the ciphertext and password_hash columns FROM otobot_auditor",
+        ),
         Err(e) => report.fail("auditor privileges", db_message(&e), "check the database"),
     }
     let public: Result<Vec<String>, _> = client
@@ -287,8 +383,15 @@ async fn grants_checks(client: &Client, report: &mut Report) {
         .await
         .map(|rows| rows.iter().map(|r| r.get(0)).collect());
     match public {
-        Ok(f) if f.is_empty() => report.ok("public execute", "no function of schema otobot is executable by PUBLIC"),
-        Ok(f) => report.fail("public execute", format!("executable by PUBLIC: {}", f.join(", ")), "REVOKE EXECUTE ON FUNCTION … FROM PUBLIC, then grant to the roles that need it"),
+        Ok(f) if f.is_empty() => report.ok(
+            "public execute",
+            "no function of schema otobot is executable by PUBLIC",
+        ),
+        Ok(f) => report.fail(
+            "public execute",
+            format!("executable by PUBLIC: {}", f.join(", ")),
+            "REVOKE EXECUTE ON FUNCTION … FROM PUBLIC, then grant to the roles that need it",
+        ),
         Err(e) => report.fail("public execute", db_message(&e), "check the database"),
     }
 }
@@ -310,11 +413,29 @@ async fn rls_checks(client: &Client, report: &mut Report) {
             let mut bad: Vec<String> = rows
                 .iter()
                 .filter(|r| !(r.get::<_, bool>(1) && r.get::<_, bool>(2)))
-                .map(|r| format!("{} ({})", r.get::<_, String>(0), if r.get::<_, bool>(1) { "not forced" } else { "disabled" }))
+                .map(|r| {
+                    format!(
+                        "{} ({})",
+                        r.get::<_, String>(0),
+                        if r.get::<_, bool>(1) {
+                            "not forced"
+                        } else {
+                            "disabled"
+                        }
+                    )
+                })
                 .collect();
-            bad.extend(TENANT_TABLES.iter().filter(|t| !found.iter().any(|f| f == *t)).map(|t| format!("{t} (missing)")));
+            bad.extend(
+                TENANT_TABLES
+                    .iter()
+                    .filter(|t| !found.iter().any(|f| f == *t))
+                    .map(|t| format!("{t} (missing)")),
+            );
             if bad.is_empty() {
-                report.ok("row-level security", format!("enabled and forced on {} tables", found.len()));
+                report.ok(
+                    "row-level security",
+                    format!("enabled and forced on {} tables", found.len()),
+                );
             } else {
                 report.fail("row-level security", format!("not enabled and forced: {}", bad.join(", ")), "ALTER TABLE otobot.<table> ENABLE ROW LEVEL SECURITY; ALTER TABLE otobot.<table> FORCE ROW LEVEL SECURITY");
             }
@@ -340,14 +461,20 @@ async fn logging_checks(client: &Client, report: &mut Report) {
     let names: Vec<&str> = LOG_SETTINGS
         .iter()
         .map(|(n, _)| *n)
-        .chain(["auto_explain.log_min_duration", "shared_preload_libraries", "session_preload_libraries"])
+        .chain([
+            "auto_explain.log_min_duration",
+            "shared_preload_libraries",
+            "session_preload_libraries",
+        ])
         .collect();
     let rows = match client.query(sql, &[&names]).await {
         Ok(rows) => rows,
         Err(e) => return report.fail("statement logging", db_message(&e), "check the database"),
     };
     let value = |name: &str| -> Option<String> {
-        rows.iter().find(|r| r.get::<_, &str>(0) == name).and_then(|r| r.get::<_, Option<String>>(1))
+        rows.iter()
+            .find(|r| r.get::<_, &str>(0) == name)
+            .and_then(|r| r.get::<_, Option<String>>(1))
     };
     let mut bad = Vec::new();
     for (name, safe) in LOG_SETTINGS {
@@ -360,12 +487,21 @@ async fn logging_checks(client: &Client, report: &mut Report) {
             bad.push(format!("{name} = {v}"));
         }
     }
-    let preload = format!("{},{}", value("shared_preload_libraries").unwrap_or_default(), value("session_preload_libraries").unwrap_or_default());
-    if preload.contains("auto_explain") && value("auto_explain.log_min_duration").as_deref() != Some("-1") {
+    let preload = format!(
+        "{},{}",
+        value("shared_preload_libraries").unwrap_or_default(),
+        value("session_preload_libraries").unwrap_or_default()
+    );
+    if preload.contains("auto_explain")
+        && value("auto_explain.log_min_duration").as_deref() != Some("-1")
+    {
         bad.push("auto_explain is loaded and may log otobot_api's statements".into());
     }
     if bad.is_empty() {
-        report.ok("statement logging", "otobot_api's statements and parameters are never logged");
+        report.ok(
+            "statement logging",
+            "otobot_api's statements and parameters are never logged",
+        );
     } else {
         report.fail(
             "statement logging",
@@ -376,25 +512,49 @@ async fn logging_checks(client: &Client, report: &mut Report) {
 }
 
 async fn http_checks(report: &mut Report) {
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(3)).build() {
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+    {
         Ok(h) => h,
         Err(e) => return report.fail("http", e.to_string(), "internal error"),
     };
-    let var = |n: &str| std::env::var(n).ok().map(|v| v.trim().trim_end_matches('/').to_owned()).filter(|v| !v.is_empty());
-    let api = var("PUBLIC_URL").or_else(|| var("INTERNAL_API_PORT").map(|p| format!("http://127.0.0.1:{p}")));
+    let var = |n: &str| {
+        std::env::var(n)
+            .ok()
+            .map(|v| v.trim().trim_end_matches('/').to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let api = var("PUBLIC_URL")
+        .or_else(|| var("INTERNAL_API_PORT").map(|p| format!("http://127.0.0.1:{p}")));
     match api {
         None => report.skip("api health", "PUBLIC_URL and INTERNAL_API_PORT not set"),
         Some(base) => match http.get(format!("{base}/health")).send().await {
-            Ok(r) if r.status().is_success() => report.ok("api health", format!("{base}/health answers {}", r.status())),
-            Ok(r) => report.fail("api health", format!("{base}/health answers {}", r.status()), "read `otobot serve`'s log: 503 means the database or the keyring is not usable"),
-            Err(_) => report.fail("api health", format!("{base}/health unreachable"), "start `otobot serve` (or fix PUBLIC_URL)"),
+            Ok(r) if r.status().is_success() => report.ok(
+                "api health",
+                format!("{base}/health answers {}", r.status()),
+            ),
+            Ok(r) => report.fail(
+                "api health",
+                format!("{base}/health answers {}", r.status()),
+                "read `otobot serve`'s log: 503 means the database or the keyring is not usable",
+            ),
+            Err(_) => report.fail(
+                "api health",
+                format!("{base}/health unreachable"),
+                "start `otobot serve` (or fix PUBLIC_URL)",
+            ),
         },
     }
     match var("N8N_WEBHOOK_URL") {
         None => report.skip("n8n", "N8N_WEBHOOK_URL not set"),
         Some(base) => match http.get(format!("{base}/healthz")).send().await {
             Ok(r) => report.ok("n8n", format!("{base} reachable ({})", r.status())),
-            Err(_) => report.fail("n8n", format!("{base} unreachable"), "start n8n, or fix N8N_WEBHOOK_URL"),
+            Err(_) => report.fail(
+                "n8n",
+                format!("{base} unreachable"),
+                "start n8n, or fix N8N_WEBHOOK_URL",
+            ),
         },
     }
 }

@@ -142,7 +142,11 @@ fn ranges(n: u8) -> Vec<(Uuid, Uuid)> {
     (0..n)
         .map(|i| {
             let from = i * span;
-            let to = if i + 1 == n { u128::MAX } else { (i + 1) * span - 1 };
+            let to = if i + 1 == n {
+                u128::MAX
+            } else {
+                (i + 1) * span - 1
+            };
             (Uuid::from_u128(from), Uuid::from_u128(to))
         })
         .collect()
@@ -172,7 +176,9 @@ async fn rotate_range(
         total += rotated as u64;
         progress.inc(rotated as u64);
         match last {
-            Some(last) if last.as_u128() < to.as_u128() => from = Uuid::from_u128(last.as_u128() + 1),
+            Some(last) if last.as_u128() < to.as_u128() => {
+                from = Uuid::from_u128(last.as_u128() + 1)
+            }
             _ => break,
         }
     }
@@ -195,7 +201,10 @@ pub async fn rotate(args: RotateArgs) -> Result<()> {
         println!("every stored secret is already under key version {current}: nothing to rotate");
         return Ok(());
     }
-    println!("re-encrypting {todo} connections to key version {current} ({} sessions, batches of {})", args.jobs, args.batch);
+    println!(
+        "re-encrypting {todo} connections to key version {current} ({} sessions, batches of {})",
+        args.jobs, args.batch
+    );
 
     let progress = if stdout_is_tty() {
         let bar = ProgressBar::new(todo as u64);

@@ -20,7 +20,9 @@ pub async fn run(args: Args) -> Result<()> {
     if args.once {
         let mut total = 0;
         loop {
-            let n = crate::oauth::refresh::refresh_expiring(&state, 100).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let n = crate::oauth::refresh::refresh_expiring(&state, 100)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             total += n;
             if n < 100 {
                 break;

@@ -13,7 +13,6 @@ use uuid::Uuid;
 use super::TokenError;
 use crate::{db, error::ApiError, state::AppState};
 
-
 /// One leased connection to refresh.
 struct Job {
     connection_id: Uuid,
