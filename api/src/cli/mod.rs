@@ -2,6 +2,7 @@
 
 mod accounts;
 mod audit;
+mod backup;
 mod doctor;
 mod gen_secrets;
 mod keys;
@@ -50,6 +51,12 @@ enum Command {
     Audit(audit::Command),
     /// Check the installation: configuration, database, extension, migrations, keys, grants, RLS, audit, logging, services.
     Doctor(doctor::Args),
+    /// Back up the vault database (pg_dump custom format) with a manifest of key check values, never a key.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a scratch database and prove every secret decrypts and the audit chain verifies.
+    VerifyBackup(backup::VerifyArgs),
+    /// Restore a backup into a database, refusing a non-empty one without --force.
+    Restore(backup::RestoreArgs),
 }
 
 impl Command {
@@ -67,6 +74,9 @@ impl Command {
             Command::RetireKey(args) => keys::retire(args).await,
             Command::Audit(command) => audit::run(command).await,
             Command::Doctor(args) => doctor::run(args).await,
+            Command::Backup(args) => backup::backup(args).await,
+            Command::VerifyBackup(args) => backup::verify(args).await,
+            Command::Restore(args) => backup::restore(args).await,
         }
     }
 }
