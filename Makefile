@@ -1,0 +1,10 @@
+# Entry points; the work is done by the scripts.
+.PHONY: test e2e-n8n
+
+# The whole suite (installs what it needs first).
+test:
+	scripts/test.sh
+
+# The n8n node in a real n8n against otobot serve (N8N_E2E_VERSIONS="1.123.81 2.8.4" for both lines).
+e2e-n8n:
+	tests/e2e-n8n/run.sh
