@@ -219,6 +219,11 @@ BEGIN
           WHERE c.is_active AND c.status = 'active' AND c.credential_type = 'oauth2'
             AND c.encrypted_refresh_token IS NOT NULL
             AND c.token_expires_at < pg_catalog.now() + pg_catalog.make_interval(secs => p_window_seconds)
+            -- A token that lives less than the window is not renewed again
+            -- within half a window, unless it has already expired.
+            AND (c.last_refreshed_at IS NULL
+                 OR c.last_refreshed_at < pg_catalog.now() - pg_catalog.make_interval(secs => p_window_seconds / 2)
+                 OR c.token_expires_at <= pg_catalog.now())
             AND (l.lease_until IS NULL OR l.lease_until < pg_catalog.now())
           ORDER BY c.token_expires_at
           LIMIT p_limit
@@ -251,6 +256,8 @@ BEGIN
     PERFORM otobot.begin_scope('system', NULL, NULL, 'refresher', p_request_id);
     PERFORM otobot.check_text(p_access_token, 'the access token', 65536);
     PERFORM otobot.check_text(p_refresh_token, 'the refresh token', 65536);
+    -- Lock order as in the claims: the connection row, then its lease.
+    PERFORM 1 FROM otobot.client_connections WHERE id = p_connection_id FOR NO KEY UPDATE;
     DELETE FROM otobot.refresh_leases WHERE connection_id = p_connection_id AND owner = p_owner;
     IF NOT FOUND THEN
         RETURN false;
@@ -286,9 +293,11 @@ DECLARE
 BEGIN
     PERFORM otobot.begin_scope('system', NULL, NULL, 'refresher', p_request_id);
     PERFORM otobot.check_text(p_reason, 'reason', 500);
+    -- Lock order as in the claims: the connection row, then its lease.
     SELECT cc.id, cc.user_id, cc.client_id, s.service_code INTO c
     FROM otobot.client_connections cc JOIN otobot.services s ON s.id = cc.service_id
-    WHERE cc.id = p_connection_id;
+    WHERE cc.id = p_connection_id
+    FOR NO KEY UPDATE OF cc;
     IF NOT FOUND OR NOT EXISTS (SELECT 1 FROM otobot.refresh_leases l
                                 WHERE l.connection_id = p_connection_id AND l.owner = p_owner) THEN
         RETURN NULL;

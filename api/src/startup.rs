@@ -268,7 +268,7 @@ pub async fn refresher(state: SharedState, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
             _ = tick.tick() => loop {
                 match crate::oauth::refresh::refresh_expiring(&state, BATCH).await {
-                    Ok(n) if n as i32 == BATCH && !*stop.borrow() => continue,
+                    Ok(n) if n > 0 && !*stop.borrow() => continue,
                     Ok(_) => break,
                     Err(error) => {
                         tracing::warn!(%error, "refresher pass failed; will retry");

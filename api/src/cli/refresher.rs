@@ -24,7 +24,7 @@ pub async fn run(args: Args) -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             total += n;
-            if n < 100 {
+            if n == 0 {
                 break;
             }
         }
