@@ -15,19 +15,18 @@ SET LOCAL ROLE otobot_owner;
 -- A function with a SET clause (all of ours pin search_path) restores these
 -- at exit, so a scope never outlives the call that set it.
 -- ---------------------------------------------------------------------------
+-- No SET clause and fully qualified bodies: the planner inlines them into
+-- every policy (a SET clause would force a real call per row).
 CREATE FUNCTION otobot.scope_user() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
-    SET search_path = ''
-AS $$ SELECT NULLIF(pg_catalog.current_setting('otobot.user_id', true), '')::uuid $$;
+AS $$ SELECT NULLIF(pg_catalog.current_setting('otobot.user_id', true), '')::pg_catalog.uuid $$;
 
 CREATE FUNCTION otobot.scope_client() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
-    SET search_path = ''
-AS $$ SELECT NULLIF(pg_catalog.current_setting('otobot.client_id', true), '')::uuid $$;
+AS $$ SELECT NULLIF(pg_catalog.current_setting('otobot.client_id', true), '')::pg_catalog.uuid $$;
 
 CREATE FUNCTION otobot.scope_kind() RETURNS text
     LANGUAGE sql STABLE PARALLEL SAFE
-    SET search_path = ''
 AS $$ SELECT COALESCE(pg_catalog.current_setting('otobot.scope', true), '') $$;
 
 COMMENT ON FUNCTION otobot.scope_user() IS 'The user id of the current Otobot scope, or NULL.';

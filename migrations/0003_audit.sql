@@ -39,11 +39,13 @@ COMMENT ON FUNCTION otobot.begin_scope(text, uuid, uuid, text, text) IS
     'Sets the scope (user/admin/system), caller source and request id for the rest of the calling function.';
 
 -- One audit row, with the source and request id of the current call.
+-- PL/pgSQL, so the INSERT's plan is cached per session (it is on the hot path).
 CREATE FUNCTION otobot.write_audit(p_action text, p_connection_id uuid, p_user_id uuid,
                                    p_client_id uuid, p_service_code text, p_detail jsonb)
     RETURNS void
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
 AS $$
+BEGIN
     INSERT INTO otobot.credential_access_logs
         (client_connection_id, user_id, client_id, service_code, source, action, request_id, detail)
     VALUES (p_connection_id, p_user_id, p_client_id, p_service_code,
@@ -51,6 +53,7 @@ AS $$
             p_action,
             NULLIF(pg_catalog.current_setting('otobot.request_id', true), ''),
             COALESCE(p_detail, '{}'::jsonb));
+END
 $$;
 COMMENT ON FUNCTION otobot.write_audit(text, uuid, uuid, uuid, text, jsonb) IS
     'Appends one audit row in the current transaction: if it cannot be written, the caller fails too.';
