@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 
-use aes_gcm::Aes256Gcm;
 use pgrx::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, RngCore, SeedableRng};
@@ -17,7 +16,7 @@ use crate::crypto::{self, KEY_LEN};
 use crate::error::OtobotError;
 
 pub struct KeyEntry {
-    pub cipher: Aes256Gcm,
+    pub cipher: crypto::Cipher,
     /// HMAC key of the audit chain, derived from this version's master key.
     pub mac_key: Zeroizing<[u8; 32]>,
 }
@@ -50,7 +49,10 @@ impl Keyring {
     }
 
     fn insert(&mut self, version: u32, entry: KeyEntry, is_current: bool) {
-        // Dropping the replaced entry zeroizes it (aes-gcm `zeroize`, Zeroizing).
+        // Dropping the replaced entry zeroizes its MAC key (Zeroizing) and its
+        // GHASH key (crypto::Cipher). NOTE: the AES round keys are wiped only
+        // when the `aes` crate's `zeroize` feature is on, which Cargo.toml
+        // does not enable today (aes-gcm's own `zeroize` feature does not).
         self.entries.retain(|(v, _)| *v != version);
         self.entries.push((version, entry));
         self.entries.sort_by_key(|(v, _)| *v);
@@ -72,7 +74,8 @@ impl Keyring {
 }
 
 thread_local! {
-    static KEYRING: RefCell<Keyring> = RefCell::new(Keyring::default());
+    // `const`: no lazy-initialisation check on each access (every encrypt and decrypt).
+    static KEYRING: RefCell<Keyring> = const { RefCell::new(Keyring { entries: Vec::new(), current: None }) };
     static RNG: RefCell<Option<(i32, ChaCha20Rng)>> = const { RefCell::new(None) };
     static EXIT_HOOK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

@@ -36,8 +36,13 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.key_versions', '');
 
 fn decrypt_str(ciphertext: &str, aad: &str) -> Result<String, OtobotError> {
     let sealed = crypto::parse(ciphertext)?;
-    let plain = keyring::with(|k| crypto::decrypt(&k.get(sealed.version)?.cipher, &sealed, aad.as_bytes()))?;
-    std::str::from_utf8(&plain).map(str::to_owned).map_err(|_| OtobotError::NotUtf8)
+    // The plaintext is only ever in a buffer zeroized on return, and in the
+    // one String handed to PostgreSQL.
+    keyring::with(|k| {
+        crypto::decrypt_with(&k.get(sealed.version)?.cipher, &sealed, aad.as_bytes(), |plain| {
+            std::str::from_utf8(plain).map(str::to_owned).map_err(|_| OtobotError::NotUtf8)
+        })
+    })?
 }
 
 fn encrypt_str(plaintext: &str, aad: &str) -> Result<String, OtobotError> {
