@@ -49,10 +49,9 @@ impl Keyring {
     }
 
     fn insert(&mut self, version: u32, entry: KeyEntry, is_current: bool) {
-        // Dropping the replaced entry zeroizes its MAC key (Zeroizing) and its
-        // GHASH key (crypto::Cipher). NOTE: the AES round keys are wiped only
-        // when the `aes` crate's `zeroize` feature is on, which Cargo.toml
-        // does not enable today (aes-gcm's own `zeroize` feature does not).
+        // Dropping the replaced entry zeroizes its MAC key (Zeroizing), its
+        // GHASH key (crypto::Cipher) and its AES round keys (the `aes`
+        // crate's `zeroize` feature, enabled in Cargo.toml).
         self.entries.retain(|(v, _)| *v != version);
         self.entries.push((version, entry));
         self.entries.sort_by_key(|(v, _)| *v);
