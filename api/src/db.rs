@@ -25,10 +25,17 @@ pub async fn load_keys(
     client: &tokio_postgres::Client,
     keys: &KeySet,
 ) -> Result<(), (i32, tokio_postgres::Error)> {
-    let all = keys.old.iter().map(|k| (k, false)).chain(std::iter::once((&keys.current, true)));
+    let all = keys
+        .old
+        .iter()
+        .map(|k| (k, false))
+        .chain(std::iter::once((&keys.current, true)));
     for (key, current) in all {
         client
-            .execute(LOAD_KEY, &[&key.version, &key.key.expose_secret().as_slice(), &current])
+            .execute(
+                LOAD_KEY,
+                &[&key.version, &key.key.expose_secret().as_slice(), &current],
+            )
             .await
             .map_err(|e| (key.version, e))?;
     }
@@ -60,7 +67,11 @@ pub fn pool(settings: &Settings, keys: Arc<KeySet>) -> Pool {
         .recycle_timeout(Some(settings.db_timeout))
         .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
             let keys = keys.clone();
-            Box::pin(async move { load_keys(client, &keys).await.map_err(|(_, e)| HookError::Backend(e)) })
+            Box::pin(async move {
+                load_keys(client, &keys)
+                    .await
+                    .map_err(|(_, e)| HookError::Backend(e))
+            })
         }))
         .build()
         .expect("a Tokio runtime is configured")

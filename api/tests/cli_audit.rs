@@ -6,49 +6,9 @@ mod common;
 use cli_support::*;
 use common::*;
 
-async fn setup() -> (TestDb, String) {
-    let db = TestDb::migrated().await;
-    let admin = db.client().await;
-    seed_users(&admin).await;
-    let key = random_hex32();
-    store_oauth(&admin, &key, USER_A, "google", "at-a", "rt-a", None).await;
-    store_oauth(&admin, &key, USER_B, "slack", "at-b", "rt-b", None).await;
-    store_oauth(&admin, &key, USER_C, "notion", "at-c", "rt-c", Some("work")).await;
-    (db, key)
-}
-
-/// Seals with `key` until `n` links exist: rows become sealable once every
-/// older transaction of the cluster has ended (other tests may hold some).
-async fn wait_sealed(db: &TestDb, key: &str, n: i64) {
-    let client = db.client().await;
-    client
-        .execute(
-            "SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)",
-            &[&key],
-        )
-        .await
-        .unwrap();
-    for _ in 0..600 {
-        client
-            .execute("SELECT otobot.seal_audit_chain()", &[])
-            .await
-            .unwrap();
-        let links: i64 = client
-            .query_one("SELECT count(*) FROM otobot.audit_chain", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if links >= n {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("audit rows were not sealable within a minute");
-}
-
 #[tokio::test]
 async fn audit_verify_seals_then_verifies_and_reports_a_tampered_row() {
-    let (db, key) = setup().await;
+    let (db, key) = seeded_vault().await;
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("MIGRATION_DATABASE_URL", db.url.as_str()),
@@ -105,7 +65,7 @@ async fn audit_verify_seals_then_verifies_and_reports_a_tampered_row() {
 
 #[tokio::test]
 async fn audit_export_streams_jsonl_and_csv_since_a_date() {
-    let (db, _key) = setup().await;
+    let (db, _key) = seeded_vault().await;
     let dir = tempfile::tempdir().unwrap();
     let env = [("MIGRATION_DATABASE_URL", db.url.as_str())];
 

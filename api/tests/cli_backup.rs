@@ -8,49 +8,9 @@ use std::path::Path;
 use cli_support::*;
 use common::*;
 
-async fn setup() -> (TestDb, String) {
-    let db = TestDb::migrated().await;
-    let admin = db.client().await;
-    seed_users(&admin).await;
-    let key = random_hex32();
-    store_oauth(&admin, &key, USER_A, "google", "at-a", "rt-a", None).await;
-    store_oauth(&admin, &key, USER_B, "slack", "at-b", "rt-b", None).await;
-    store_oauth(&admin, &key, USER_C, "notion", "at-c", "rt-c", Some("work")).await;
-    (db, key)
-}
-
-/// Seals with `key` until `n` links exist (rows become sealable once every
-/// older transaction of the cluster has ended).
-async fn wait_sealed(db: &TestDb, key: &str, n: i64) {
-    let client = db.client().await;
-    client
-        .execute(
-            "SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)",
-            &[&key],
-        )
-        .await
-        .unwrap();
-    for _ in 0..600 {
-        client
-            .execute("SELECT otobot.seal_audit_chain()", &[])
-            .await
-            .unwrap();
-        let links: i64 = client
-            .query_one("SELECT count(*) FROM otobot.audit_chain", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if links >= n {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("audit rows were not sealable within a minute");
-}
-
 /// A sealed vault with three connections, backed up to `dir/vault.dump`.
 async fn backed_up(dir: &Path) -> (TestDb, String, String) {
-    let (db, key) = setup().await;
+    let (db, key) = seeded_vault().await;
     wait_sealed(&db, &key, 3).await;
     let file = dir.join("vault.dump").display().to_string();
     let out = run_async(

@@ -126,7 +126,9 @@ fn password_hash(args: &PasswordArgs) -> Result<Option<String>> {
         bail!("the password must be at least {MIN_PASSWORD_LEN} characters");
     }
     // The same argon2id scheme `otobot serve` verifies.
-    Ok(Some(crate::password::hash(password.expose_secret()).map_err(anyhow::Error::msg)?))
+    Ok(Some(
+        crate::password::hash(password.expose_secret()).map_err(anyhow::Error::msg)?,
+    ))
 }
 
 pub async fn create_client(args: CreateClientArgs) -> Result<()> {

@@ -192,19 +192,13 @@ pub async fn connections(
     Path(user_id): Path<String>,
 ) -> Result<Response> {
     let user_id = uuid_param(&user_id, "userId", "invalid_user_id")?;
-    let body: String = db::within(state.db_timeout, async {
-        let client = db::client(&state.pool).await?;
-        let statement = client
-            .prepare_cached("SELECT otobot.list_user_connections($1)::text")
-            .await
-            .map_err(db::map_error)?;
-        client
-            .query_one(&statement, &[&user_id])
-            .await
-            .map_err(db::map_error)
-    })
+    let body = one_text(
+        &state,
+        "SELECT otobot.list_user_connections($1)::text",
+        &[&user_id],
+    )
     .await?
-    .get(0);
+    .unwrap_or_else(|| "{}".into());
     Ok(json_text(axum::http::StatusCode::OK, body))
 }
 
@@ -229,19 +223,30 @@ pub async fn connection_status(
     Path(connection_id): Path<String>,
 ) -> Result<Response> {
     let connection_id = uuid_param(&connection_id, "connectionId", "invalid_connection_id")?;
-    let body: Option<String> = db::within(state.db_timeout, async {
-        let client = db::client(&state.pool).await?;
-        let statement = client
-            .prepare_cached("SELECT otobot.connection_status($1, $2)::text")
-            .await
-            .map_err(db::map_error)?;
-        client
-            .query_one(&statement, &[&connection_id, &state.refresh_window_seconds])
-            .await
-            .map_err(db::map_error)
-    })
-    .await?
-    .get(0);
+    let body = one_text(
+        &state,
+        "SELECT otobot.connection_status($1, $2)::text",
+        &[&connection_id, &state.refresh_window_seconds],
+    )
+    .await?;
     body.map(|b| json_text(axum::http::StatusCode::OK, b))
         .ok_or(ApiError::ConnectionNotFound)
+}
+
+/// One statement (prepared once per session) returning one text value.
+async fn one_text(
+    state: &SharedState,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<String>> {
+    db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        let statement = client.prepare_cached(sql).await.map_err(db::map_error)?;
+        let row = client
+            .query_one(&statement, params)
+            .await
+            .map_err(db::map_error)?;
+        Ok(row.get(0))
+    })
+    .await
 }

@@ -293,3 +293,45 @@ impl Relay {
         }
     }
 }
+
+/// A migrated database with users A, B, C and three OAuth connections under a
+/// fresh key version 1; returns the database and the key (hex).
+pub async fn seeded_vault() -> (TestDb, String) {
+    let db = TestDb::migrated().await;
+    let admin = db.client().await;
+    seed_users(&admin).await;
+    let key = random_hex32();
+    store_oauth(&admin, &key, USER_A, "google", "at-a", "rt-a", None).await;
+    store_oauth(&admin, &key, USER_B, "slack", "at-b", "rt-b", None).await;
+    store_oauth(&admin, &key, USER_C, "notion", "at-c", "rt-c", Some("work")).await;
+    (db, key)
+}
+
+/// Seals with `key` until `n` links exist: rows become sealable once every
+/// older transaction of the cluster has ended (other tests may hold some).
+pub async fn wait_sealed(db: &TestDb, key: &str, n: i64) {
+    let client = db.client().await;
+    client
+        .execute(
+            "SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)",
+            &[&key],
+        )
+        .await
+        .unwrap();
+    for _ in 0..600 {
+        client
+            .execute("SELECT otobot.seal_audit_chain()", &[])
+            .await
+            .unwrap();
+        let links: i64 = client
+            .query_one("SELECT count(*) FROM otobot.audit_chain", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if links >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("audit rows were not sealable within a minute");
+}
