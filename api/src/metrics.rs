@@ -46,6 +46,17 @@ pub struct Metrics {
     pool_size: Gauge,
     pool_available: Gauge,
     pool_waiting: Gauge,
+    audit: AuditMetrics,
+}
+
+/// The sealer's view of the audit chain.
+#[derive(Default)]
+struct AuditMetrics {
+    unsealed_rows: Gauge,
+    seal_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    head_seq: Gauge,
+    seal_failures: Counter,
+    checkpoint_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -96,8 +107,35 @@ impl Default for Metrics {
             "Requests waiting for a database connection",
             pool_waiting.clone(),
         );
+        let audit = AuditMetrics::default();
+        registry.register(
+            "audit_unsealed_rows",
+            "Audit rows not yet chained by the sealer (capped at 1,000,000)",
+            audit.unsealed_rows.clone(),
+        );
+        registry.register(
+            "audit_seal_lag_seconds",
+            "Age of the next audit row waiting to be sealed (0 when none waits)",
+            audit.seal_lag_seconds.clone(),
+        );
+        registry.register(
+            "audit_chain_head_seq",
+            "Sequence number of the newest sealed audit link",
+            audit.head_seq.clone(),
+        );
+        registry.register(
+            "audit_seal_failures",
+            "Sealing passes that failed",
+            audit.seal_failures.clone(),
+        );
+        registry.register(
+            "audit_checkpoint_failures",
+            "Chain heads that could not be appended to AUDIT_CHECKPOINT_FILE",
+            audit.checkpoint_failures.clone(),
+        );
         Self {
             registry,
+            audit,
             requests,
             latency,
             credential_reads,
@@ -126,6 +164,21 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// The outcome of a sealing pass.
+    pub fn audit_sealed(&self, pass: &crate::sealer::SealPass, head_seq: i64) {
+        self.audit.unsealed_rows.set(pass.unsealed_rows);
+        self.audit.seal_lag_seconds.set(pass.lag_seconds);
+        self.audit.head_seq.set(head_seq);
+    }
+
+    pub fn audit_seal_failed(&self) {
+        self.audit.seal_failures.inc();
+    }
+
+    pub fn audit_checkpoint_failed(&self) {
+        self.audit.checkpoint_failures.inc();
     }
 
     /// The text exposition, with the pool gauges refreshed.

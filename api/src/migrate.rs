@@ -9,6 +9,10 @@ use tokio_postgres::{error::ErrorPosition, Client, GenericClient};
 
 include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
+/// The version of the `otobot` extension the embedded migrations bring a
+/// database to (the latest `ALTER EXTENSION otobot UPDATE TO` among them).
+pub const EXTENSION_VERSION: &str = "0.2.0";
+
 /// Key of the advisory lock that serialises concurrent runs ("otobot" in ASCII).
 const LOCK_KEY: i64 = 0x6f74_6f62_6f74;
 

@@ -74,6 +74,10 @@ pub struct Settings {
     /// Upper bound of one database call (pool wait, connect, statement).
     pub db_timeout: Duration,
     pub audit_seal_interval: Duration,
+    /// Where the sealer appends each new chain head (`AUDIT_CHECKPOINT_FILE`).
+    pub audit_checkpoint_file: std::path::PathBuf,
+    /// Seal lag above which the sealer warns (`AUDIT_SEAL_LAG_WARN_SECONDS`).
+    pub audit_seal_lag_warn: Duration,
     pub json_logs: bool,
     pub user_api: Option<UserApiSettings>,
     pub oauth: OAuthSettings,
@@ -225,6 +229,8 @@ impl Settings {
                 50,
                 3_600_000,
             )?),
+            audit_checkpoint_file: crate::sealer::checkpoint_file(&var),
+            audit_seal_lag_warn: Duration::from_secs(audit_seal_lag_warn_seconds(&number)?),
             json_logs: match var("LOG_FORMAT").as_deref().map(str::trim) {
                 None | Some("text") => false,
                 Some("json") => true,
@@ -234,6 +240,14 @@ impl Settings {
             oauth: oauth(&var, &number)?,
         })
     }
+}
+
+/// `AUDIT_SEAL_LAG_WARN_SECONDS`: above this lag the sealer warns and
+/// `doctor` fails (default 60 s; the sealer runs every second).
+pub fn audit_seal_lag_warn_seconds(
+    number: &impl Fn(&str, u64, u64, u64) -> Result<u64>,
+) -> Result<u64> {
+    number("AUDIT_SEAL_LAG_WARN_SECONDS", 60, 1, 86_400)
 }
 
 fn user_api(

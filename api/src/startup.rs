@@ -19,6 +19,7 @@ use crate::{
     metrics::Metrics,
     rate_limit::RateLimit,
     routes,
+    sealer::Sealer,
     settings::Settings,
     state::{AppState, SharedState},
 };
@@ -26,11 +27,8 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     state: SharedState,
-    seal_interval: Duration,
+    sealer: Sealer,
 }
-
-/// Most audit rows one sealing transaction chains.
-const SEAL_BATCH: i32 = 10_000;
 
 async fn load_services(state: &AppState) -> Result<HashSet<String>, crate::error::ApiError> {
     let client = db::client(&state.pool).await?;
@@ -162,7 +160,11 @@ impl Application {
         Ok(Self {
             listener,
             state,
-            seal_interval: settings.audit_seal_interval,
+            sealer: Sealer::new(
+                settings.audit_seal_interval,
+                settings.audit_checkpoint_file.clone(),
+                settings.audit_seal_lag_warn,
+            ),
         })
     }
 
@@ -183,17 +185,14 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let background = tokio::spawn(background(
-            self.state.clone(),
-            self.seal_interval,
-            stop_rx.clone(),
-        ));
+        let address = self.local_addr();
+        let background = tokio::spawn(background(self.state.clone(), self.sealer, stop_rx.clone()));
         let refresher = self
             .state
             .oauth
             .refresher_enabled
             .then(|| tokio::spawn(refresher(self.state.clone(), stop_rx)));
-        tracing::info!(address = %self.local_addr(), "otobot serve listening");
+        tracing::info!(%address, "otobot serve listening");
         let app =
             routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, app)
@@ -201,11 +200,13 @@ impl Application {
             .await
             .context("server error")?;
         let _ = stop_tx.send(true);
-        let _ = background.await;
+        let sealer = background.await;
         if let Some(refresher) = refresher {
             let _ = refresher.await;
         }
-        seal_once(&self.state).await;
+        if let Ok(mut sealer) = sealer {
+            sealer.run_once(&self.state).await;
+        }
         tracing::info!("otobot serve stopped");
         Ok(())
     }
@@ -237,25 +238,6 @@ fn placeholder_key() -> crate::settings::MasterKey {
     }
 }
 
-async fn seal_once(state: &AppState) -> Option<i32> {
-    let result = db::within(state.db_timeout, async {
-        let client = db::client(&state.pool).await?;
-        let row = client
-            .query_one("SELECT otobot.seal_audit_chain($1)", &[&SEAL_BATCH])
-            .await
-            .map_err(db::map_error)?;
-        Ok::<i32, crate::error::ApiError>(row.get(0))
-    })
-    .await;
-    match result {
-        Ok(n) => Some(n),
-        Err(error) => {
-            tracing::warn!(%error, "audit sealing failed; will retry");
-            None
-        }
-    }
-}
-
 /// The refresher: every interval, refreshes what expires within the window
 /// (a full batch means more wait: go on at once).
 pub async fn refresher(state: SharedState, mut stop: watch::Receiver<bool>) {
@@ -280,20 +262,22 @@ pub async fn refresher(state: SharedState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// The audit sealer (every `seal_interval`), the service catalogue refresh
-/// and the rate limiter's housekeeping.
-async fn background(state: SharedState, seal_interval: Duration, mut stop: watch::Receiver<bool>) {
-    let mut seal = tokio::time::interval(seal_interval);
+/// The audit sealer (every `AUDIT_SEAL_INTERVAL_MS`, see [`crate::sealer`]),
+/// the service catalogue refresh and the rate limiter's housekeeping.
+/// Returns the sealer for the last pass at shutdown.
+async fn background(
+    state: SharedState,
+    mut sealer: Sealer,
+    mut stop: watch::Receiver<bool>,
+) -> Sealer {
+    let mut seal = tokio::time::interval(sealer.interval);
     let mut slow = tokio::time::interval(Duration::from_secs(30));
     seal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     slow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
-            _ = seal.tick() => {
-                // A full batch means more are waiting: go on at once.
-                while seal_once(&state).await == Some(SEAL_BATCH) {}
-            }
+            _ = stop.changed() => return sealer,
+            _ = seal.tick() => sealer.run_once(&state).await,
             _ = slow.tick() => {
                 match load_services(&state).await {
                     Ok(services) if !services.is_empty() => {

@@ -21,6 +21,7 @@ const USERS: i64 = 20_000;
 /// `n` connections (5 per user, services 1 to 5) encrypted under key version 1 with their real
 /// associated data, in one statement. Setup only: the per-row audit triggers are skipped.
 async fn generate(db: &Client, key1: &str, n: i64) {
+    register_key(db, 1, key1).await;
     db.execute(
         "SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)",
         &[&key1],
@@ -132,6 +133,8 @@ async fn rotating_100k_secrets_online_survives_kill_9_and_no_read_fails() {
     let old = format!("1:{key1}");
     let env = rotation_env(&db, &key2, "2", &old);
     let dir = tempfile::tempdir().unwrap();
+    // The readers load version 2 before rotate-key would register it.
+    register_key(&admin, 2, &key2).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (reads, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));

@@ -29,15 +29,8 @@ fn serve(vars: &std::collections::HashMap<String, String>) -> Command {
 #[tokio::test]
 async fn a_wrong_master_key_stops_start_up_naming_the_version() {
     let db = TestDb::migrated().await;
-    // Version 1 is recorded with one key...
-    db.client()
-        .await
-        .execute(
-            "SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)",
-            &[&random_hex32()],
-        )
-        .await
-        .unwrap();
+    // Version 1 is registered with one key...
+    register_key(&db.client().await, 1, &random_hex32()).await;
     // ...and the server is given another.
     let vars = base_vars(&db, &random_hex32(), &random_hex32());
     let output = serve(&vars).output().unwrap();

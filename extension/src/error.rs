@@ -38,6 +38,9 @@ pub enum OtobotError {
     /// The key does not match the check value recorded for its version (28000 invalid_authorization_specification).
     #[error("otobot: key check failed for version {0}: this is not the key first loaded for that version")]
     KeyCheckMismatch(u32),
+    /// No check value is registered for this version: loading never registers one (55000).
+    #[error("otobot: key version {0} is not registered in this database: run `otobot migrate` with this key in ENCRYPTION_MASTER_KEY (or ENCRYPTION_OLD_KEYS) to register it")]
+    KeyNotRegistered(u32),
     /// Reading or recording a key check value failed (XX000).
     #[error("otobot: could not read or record the key check value for version {0}")]
     KeyCheckStore(u32),
@@ -47,7 +50,9 @@ impl OtobotError {
     pub fn sqlstate(&self) -> pgrx::PgSqlErrorCode {
         use pgrx::PgSqlErrorCode::*;
         match self {
-            Self::NoKeyLoaded | Self::NoCurrentKey => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Self::NoKeyLoaded | Self::NoCurrentKey | Self::KeyNotRegistered(_) => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             Self::UnknownKeyVersion(_) => ERRCODE_UNDEFINED_OBJECT,
             Self::Malformed(_) => ERRCODE_INVALID_TEXT_REPRESENTATION,
             Self::AuthenticationFailed => ERRCODE_DATA_CORRUPTED,

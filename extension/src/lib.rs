@@ -10,22 +10,32 @@ mod audit;
 mod crypto;
 mod error;
 mod keyring;
+mod session;
 
 use error::{OrRaise, OtobotError};
 
 ::pgrx::pg_module_magic!(name, version);
 
+/// Runs once per backend when the library is loaded (at session start: the
+/// vault database lists `otobot` in `session_preload_libraries`).
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    session::define_settings();
+}
+
 extension_sql!(
     r#"
 -- Check values of key versions: a one-way HKDF derivation of each key,
--- never the key. The first load of a version records it; later loads must match.
+-- never the key. Registered by an owner (otobot_register_key); every load
+-- must match.
 CREATE TABLE @extschema@.key_versions (
     version     integer PRIMARY KEY CHECK (version >= 1),
     check_value bytea NOT NULL CHECK (octet_length(check_value) = 32),
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    registered_by text NOT NULL DEFAULT session_user
 );
 COMMENT ON TABLE @extschema@.key_versions IS
-    'Otobot key check values (HKDF of each master key version, never the key itself).';
+    'Otobot key check values (HKDF of each master key version, never the key itself), registered by an owner.';
 REVOKE ALL ON @extschema@.key_versions FROM PUBLIC;
 -- Backups (pg_dump) carry the check values, so a restore still rejects a wrong key.
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.key_versions', '');
@@ -34,21 +44,75 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.key_versions', '');
     bootstrap
 );
 
-fn decrypt_str(ciphertext: &str, aad: &str) -> Result<String, OtobotError> {
+fn decrypt_str(ciphertext: &str, aad: &str) -> Result<zeroize::Zeroizing<String>, OtobotError> {
+    decrypt_into(ciphertext, aad, |plain| {
+        zeroize::Zeroizing::new(plain.to_owned())
+    })
+}
+
+/// Decrypts into a scratch buffer zeroized on return and hands the text to `f`.
+fn decrypt_into<R>(
+    ciphertext: &str,
+    aad: &str,
+    f: impl FnOnce(&str) -> R,
+) -> Result<R, OtobotError> {
     let sealed = crypto::parse(ciphertext)?;
-    // The plaintext is only ever in a buffer zeroized on return, and in the
-    // one String handed to PostgreSQL.
     keyring::with(|k| {
-        crypto::decrypt_with(&k.get(sealed.version)?.cipher, &sealed, aad.as_bytes(), |plain| {
-            std::str::from_utf8(plain).map(str::to_owned).map_err(|_| OtobotError::NotUtf8)
-        })
+        crypto::decrypt_with(
+            &k.get(sealed.version)?.cipher,
+            &sealed,
+            aad.as_bytes(),
+            |plain| {
+                std::str::from_utf8(plain)
+                    .map(f)
+                    .map_err(|_| OtobotError::NotUtf8)
+            },
+        )
     })?
+}
+
+/// A `text` value built in PostgreSQL's memory straight from the decryption
+/// buffer.
+///
+/// SECURITY: returning a Rust `String` would leave a plaintext copy in the
+/// Rust heap, freed without being wiped, after PostgreSQL copied it. The
+/// one copy left is the result datum PostgreSQL itself owns.
+struct PlainText(pg_sys::Datum);
+
+impl_sql_translatable!(PlainText, "text");
+
+// SAFETY: the datum is a text varlena palloc'd in the function's memory context.
+unsafe impl pgrx::callconv::BoxRet for PlainText {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(self.0) }
+    }
+}
+
+impl PlainText {
+    fn copy_of(plain: &str) -> Self {
+        // SAFETY: copies `len` bytes into a new palloc'd text (the length is
+        // at most MAX_PLAINTEXT, well inside i32).
+        let text =
+            unsafe { pg_sys::cstring_to_text_with_len(plain.as_ptr().cast(), plain.len() as i32) };
+        PlainText(pg_sys::Datum::from(text))
+    }
 }
 
 fn encrypt_str(plaintext: &str, aad: &str) -> Result<String, OtobotError> {
     keyring::with(|k| {
         let (version, entry) = k.current()?;
-        keyring::with_rng(|rng| crypto::encrypt(&entry.cipher, version, rng, plaintext.as_bytes(), aad.as_bytes()))
+        keyring::with_rng(|rng| {
+            crypto::encrypt(
+                &entry.cipher,
+                version,
+                rng,
+                plaintext.as_bytes(),
+                aad.as_bytes(),
+            )
+        })
     })
 }
 
@@ -61,8 +125,8 @@ fn otobot_encrypt(plaintext: &str, aad: &str) -> String {
 
 /// Decrypt a stored value with the key version it names, checking `aad`.
 #[pg_extern(stable, strict, parallel_unsafe)]
-fn otobot_decrypt(ciphertext: &str, aad: &str) -> String {
-    decrypt_str(ciphertext, aad).or_raise()
+fn otobot_decrypt(ciphertext: &str, aad: &str) -> PlainText {
+    decrypt_into(ciphertext, aad, PlainText::copy_of).or_raise()
 }
 
 /// Decrypt with its own version and encrypt again under the current one
@@ -70,7 +134,7 @@ fn otobot_decrypt(ciphertext: &str, aad: &str) -> String {
 /// with a fresh IV.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn otobot_reencrypt(ciphertext: &str, aad: &str) -> String {
-    let plain = zeroize::Zeroizing::new(decrypt_str(ciphertext, aad).or_raise());
+    let plain = decrypt_str(ciphertext, aad).or_raise();
     encrypt_str(&plain, aad).or_raise()
 }
 
@@ -83,16 +147,34 @@ fn otobot_key_version(ciphertext: &str) -> i32 {
 }
 
 /// Load one key version into this session's keyring. The key must match the
-/// check value recorded for its version; the first load of a version records
-/// it. `is_current` makes it the version new values are encrypted with.
+/// check value registered for its version; an unregistered version is refused
+/// with an error naming it and the remedy. `is_current` makes it the version
+/// new values are encrypted with.
 ///
 /// SECURITY: SECURITY DEFINER so the caller needs no privilege on
-/// `key_versions`; it runs two fixed, parameterised statements on that one
-/// table, with a pinned search path.
+/// `key_versions`; it reads that one table with one fixed, parameterised
+/// statement, with a pinned search path. It never writes: first
+/// registration is `otobot_register_key`'s, owners only.
 #[pg_extern(volatile, strict, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn otobot_load_key(version: i32, key: &[u8], is_current: bool) {
     keyring::load(version, key, is_current).or_raise()
+}
+
+/// Register the check value of a key version (never the key). Returns true
+/// when this call registered it, false when the same key already was; a
+/// different key for a registered version is refused naming the version.
+///
+/// SECURITY: first registration decides which key a version is (trust on
+/// first use), so EXECUTE is revoked from PUBLIC and granted by the
+/// migrations to `otobot_owner` only (superusers always may): `otobot
+/// migrate` and `rotate-key` run it, never the API. SECURITY DEFINER (the
+/// extension owner, a superuser) only to insert into `key_versions`, with
+/// one fixed, parameterised statement and a pinned search path.
+#[pg_extern(volatile, strict, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn otobot_register_key(version: i32, key: &[u8]) -> bool {
+    keyring::register(version, key).or_raise()
 }
 
 /// Zeroize and forget every key of this session.
@@ -104,7 +186,11 @@ fn otobot_unload_keys() {
 /// The versions loaded in this session (never the keys).
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn otobot_keyring() -> TableIterator<'static, (name!(version, i32), name!(is_current, bool))> {
-    TableIterator::new(keyring::with(|k| k.versions()).into_iter().map(|(v, c)| (v as i32, c)))
+    TableIterator::new(
+        keyring::with(|k| k.versions())
+            .into_iter()
+            .map(|(v, c)| (v as i32, c)),
+    )
 }
 
 /// The current key version of this session; an error when none is loaded.
@@ -119,7 +205,10 @@ fn otobot_audit_mac(key_version: i32, message: &[u8]) -> Vec<u8> {
     if key_version < 1 {
         OtobotError::BadKeyVersion(key_version).raise();
     }
-    audit::mac(key_version as u32, message).or_raise()
+    let mac = audit::mac(key_version as u32, message);
+    // SECURITY: the HMAC state (as good as the chain key) stays on the stack otherwise.
+    keyring::scrub_stack::<256>();
+    mac.or_raise()
 }
 
 extension_sql!(
@@ -148,7 +237,9 @@ COMMENT ON FUNCTION @extschema@.otobot_decrypt(text, text) IS
 COMMENT ON FUNCTION @extschema@.otobot_reencrypt(text, text) IS
     'Re-encrypt a value under the current key version (rotation).';
 COMMENT ON FUNCTION @extschema@.otobot_load_key(integer, bytea, boolean) IS
-    'Load a key version into this session''s keyring after checking it against key_versions.';
+    'Load a registered key version into this session''s keyring after checking it against key_versions.';
+COMMENT ON FUNCTION @extschema@.otobot_register_key(integer, bytea) IS
+    'Register the check value of a key version (owners only: otobot migrate, rotate-key); true when newly registered.';
 "#,
     name = "finalize",
     finalize
@@ -168,39 +259,78 @@ mod tests {
     }
 
     fn one(sql: &str) -> String {
-        Spi::get_one::<String>(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).expect("a value")
+        Spi::get_one::<String>(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .expect("a value")
     }
 
     fn fails_with(sql: &str, needle: &str) {
-        let r = PgTryBuilder::new(|| Spi::run(sql).map(|_| String::new()).unwrap_or_else(|e| e.to_string()))
-            .catch_others(|e| match e {
-                pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => {
-                    r.message().to_string()
-                }
-                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-            })
-            .execute();
-        assert!(r.contains(needle), "{sql}: expected an error containing {needle:?}, got {r:?}");
+        let r = PgTryBuilder::new(|| {
+            Spi::run(sql)
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.to_string())
+        })
+        .catch_others(|e| match e {
+            pg_sys::panic::CaughtError::PostgresError(r)
+            | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+            pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+        })
+        .execute();
+        assert!(
+            r.contains(needle),
+            "{sql}: expected an error containing {needle:?}, got {r:?}"
+        );
+    }
+
+    /// Registers `key` for `version` as this superuser session may.
+    fn register(version: i32, key: &str) {
+        run(&format!(
+            "SELECT otobot.otobot_register_key({version}, {key})"
+        ));
+    }
+
+    fn load(version: i32, key: &str, current: bool) {
+        register(version, key);
+        run(&format!(
+            "SELECT otobot.otobot_load_key({version}, {key}, {current})"
+        ));
     }
 
     #[pg_test]
     fn with_no_key_loaded_encryption_is_a_clear_error() {
         run("SELECT otobot.otobot_unload_keys()");
-        fails_with("SELECT otobot.otobot_encrypt('x', 'a')", "no encryption key is loaded");
+        fails_with(
+            "SELECT otobot.otobot_encrypt('x', 'a')",
+            "no encryption key is loaded",
+        );
     }
 
     #[pg_test]
     fn a_value_round_trips_through_sql() {
-        run(&format!("SELECT otobot.otobot_load_key(1, {K1}, true)"));
+        load(1, K1, true);
         let out = one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('ya29.secret', 'c1:encrypted_access_token'), 'c1:encrypted_access_token')");
         assert_eq!(out, "ya29.secret");
-        let v = Spi::get_one::<i32>("SELECT otobot.otobot_key_version(otobot.otobot_encrypt('x', 'a'))").unwrap();
+        let multibyte =
+            one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('clé ✓ 🔑', 'a'), 'a')");
+        assert_eq!(multibyte, "clé ✓ 🔑");
+        assert_eq!(
+            one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('', 'a'), 'a')"),
+            ""
+        );
+        let v = Spi::get_one::<i32>(
+            "SELECT otobot.otobot_key_version(otobot.otobot_encrypt('x', 'a'))",
+        )
+        .unwrap();
         assert_eq!(v, Some(1));
+        let typed = one(
+            "SELECT pg_typeof(otobot.otobot_decrypt(otobot.otobot_encrypt('x', 'a'), 'a'))::text",
+        );
+        assert_eq!(typed, "text");
     }
 
     #[pg_test]
     fn the_wrong_associated_data_fails_authentication() {
-        run(&format!("SELECT otobot.otobot_load_key(1, {K1}, true)"));
+        load(1, K1, true);
         fails_with(
             "SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('s', 'c1:encrypted_access_token'), 'c2:encrypted_access_token')",
             "authentication failed",
@@ -208,49 +338,143 @@ mod tests {
     }
 
     #[pg_test]
-    fn a_wrong_key_for_a_recorded_version_is_refused_naming_the_version() {
-        run(&format!("SELECT otobot.otobot_load_key(1, {K1}, true)"));
-        fails_with(&format!("SELECT otobot.otobot_load_key(1, {K2}, true)"), "key check failed for version 1");
+    fn a_wrong_key_for_a_registered_version_is_refused_naming_the_version() {
+        load(1, K1, true);
+        fails_with(
+            &format!("SELECT otobot.otobot_load_key(1, {K2}, true)"),
+            "key check failed for version 1",
+        );
+        fails_with(
+            &format!("SELECT otobot.otobot_register_key(1, {K2})"),
+            "key check failed for version 1",
+        );
         // The good key still works after the refused load.
-        assert_eq!(one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('x','a'),'a')"), "x");
+        assert_eq!(
+            one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('x','a'),'a')"),
+            "x"
+        );
     }
 
     #[pg_test]
-    fn the_first_load_of_a_version_records_its_check_value() {
-        run(&format!("SELECT otobot.otobot_load_key(7, {K3}, false)"));
-        let n = Spi::get_one::<i64>("SELECT count(*) FROM otobot.key_versions WHERE version = 7 AND octet_length(check_value) = 32").unwrap();
-        assert_eq!(n, Some(1));
-        let leaked = Spi::get_one::<bool>(&format!("SELECT bool_or(check_value = {K3}) FROM otobot.key_versions")).unwrap();
+    fn loading_an_unregistered_version_is_refused_naming_it_and_the_remedy() {
+        fails_with(
+            &format!("SELECT otobot.otobot_load_key(7, {K3}, false)"),
+            "key version 7 is not registered",
+        );
+        fails_with(
+            &format!("SELECT otobot.otobot_load_key(7, {K3}, false)"),
+            "run `otobot migrate`",
+        );
+        let n = Spi::get_one::<i64>("SELECT count(*) FROM otobot.key_versions WHERE version = 7")
+            .unwrap();
+        assert_eq!(n, Some(0), "loading must never register");
+        let held =
+            Spi::get_one::<i64>("SELECT count(*) FROM otobot.otobot_keyring() WHERE version = 7")
+                .unwrap();
+        assert_eq!(held, Some(0));
+    }
+
+    #[pg_test]
+    fn registering_records_the_check_value_once_and_never_the_key() {
+        let first =
+            Spi::get_one::<bool>(&format!("SELECT otobot.otobot_register_key(8, {K3})")).unwrap();
+        let again =
+            Spi::get_one::<bool>(&format!("SELECT otobot.otobot_register_key(8, {K3})")).unwrap();
+        assert_eq!((first, again), (Some(true), Some(false)));
+        let r = one("SELECT octet_length(check_value) || ' ' || registered_by FROM otobot.key_versions WHERE version = 8");
+        assert_eq!(r, format!("32 {}", one("SELECT session_user::text")));
+        let leaked = Spi::get_one::<bool>(&format!(
+            "SELECT bool_or(check_value = {K3}) FROM otobot.key_versions"
+        ))
+        .unwrap();
         assert_eq!(leaked, Some(false));
+        run(&format!("SELECT otobot.otobot_load_key(8, {K3}, false)"));
+        fails_with(
+            &format!("SELECT otobot.otobot_register_key(8, {K1})"),
+            "key check failed for version 8",
+        );
+        fails_with(
+            &format!("SELECT otobot.otobot_register_key(0, {K1})"),
+            "versions start at 1",
+        );
+        fails_with(
+            &format!("SELECT otobot.otobot_register_key(9, {K1}::bytea || '\\x00'::bytea)"),
+            "must be exactly 32 bytes",
+        );
+    }
+
+    #[pg_test]
+    fn a_role_without_execute_cannot_register_a_key_version() {
+        run("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'otobot_test_nobody') THEN CREATE ROLE otobot_test_nobody; END IF; END $$");
+        run("GRANT USAGE ON SCHEMA otobot TO otobot_test_nobody");
+        run("SET ROLE otobot_test_nobody");
+        fails_with(
+            &format!("SELECT otobot.otobot_register_key(11, {K1})"),
+            "permission denied for function otobot_register_key",
+        );
+        run("RESET ROLE");
+        let n = Spi::get_one::<i64>("SELECT count(*) FROM otobot.key_versions WHERE version = 11")
+            .unwrap();
+        assert_eq!(n, Some(0));
     }
 
     #[pg_test]
     fn an_old_version_still_decrypts_and_reencrypt_moves_to_the_current_one() {
-        run(&format!("SELECT otobot.otobot_load_key(1, {K1}, true)"));
+        load(1, K1, true);
         let old = one("SELECT otobot.otobot_encrypt('legacy-token', 'c:encrypted_access_token')");
         assert!(old.starts_with("1:"));
-        run(&format!("SELECT otobot.otobot_load_key(2, {K2}, true)"));
+        load(2, K2, true);
         let current = Spi::get_one::<i32>("SELECT otobot.otobot_current_key_version()").unwrap();
         assert_eq!(current, Some(2));
-        assert_eq!(one(&format!("SELECT otobot.otobot_decrypt('{old}', 'c:encrypted_access_token')")), "legacy-token");
-        let moved = one(&format!("SELECT otobot.otobot_reencrypt('{old}', 'c:encrypted_access_token')"));
+        assert_eq!(
+            one(&format!(
+                "SELECT otobot.otobot_decrypt('{old}', 'c:encrypted_access_token')"
+            )),
+            "legacy-token"
+        );
+        let moved = one(&format!(
+            "SELECT otobot.otobot_reencrypt('{old}', 'c:encrypted_access_token')"
+        ));
         assert!(moved.starts_with("2:"), "{moved}");
-        assert_eq!(one(&format!("SELECT otobot.otobot_decrypt('{moved}', 'c:encrypted_access_token')")), "legacy-token");
+        assert_eq!(
+            one(&format!(
+                "SELECT otobot.otobot_decrypt('{moved}', 'c:encrypted_access_token')"
+            )),
+            "legacy-token"
+        );
         let versions = one("SELECT string_agg(version || ':' || is_current, ',' ORDER BY version) FROM otobot.otobot_keyring()");
         assert_eq!(versions, "1:false,2:true");
     }
 
     #[pg_test]
     fn an_unknown_version_and_malformed_values_are_errors() {
-        run(&format!("SELECT otobot.otobot_load_key(1, {K1}, true)"));
+        load(1, K1, true);
         let s = one("SELECT otobot.otobot_encrypt('x', 'a')");
         let as_v9 = format!("9{}", &s[1..]);
-        fails_with(&format!("SELECT otobot.otobot_decrypt('{as_v9}', 'a')"), "unknown key version 9");
-        fails_with("SELECT otobot.otobot_decrypt('', 'a')", "malformed ciphertext");
-        fails_with("SELECT otobot.otobot_decrypt('1:00:00', 'a')", "malformed ciphertext");
-        fails_with("SELECT otobot.otobot_decrypt(repeat('1', 3000000), 'a')", "malformed ciphertext");
-        fails_with(&format!("SELECT otobot.otobot_load_key(3, {K1}::bytea || '\\x00'::bytea, true)"), "must be exactly 32 bytes");
-        fails_with(&format!("SELECT otobot.otobot_load_key(0, {K1}, true)"), "versions start at 1");
+        fails_with(
+            &format!("SELECT otobot.otobot_decrypt('{as_v9}', 'a')"),
+            "unknown key version 9",
+        );
+        fails_with(
+            "SELECT otobot.otobot_decrypt('', 'a')",
+            "malformed ciphertext",
+        );
+        fails_with(
+            "SELECT otobot.otobot_decrypt('1:00:00', 'a')",
+            "malformed ciphertext",
+        );
+        fails_with(
+            "SELECT otobot.otobot_decrypt(repeat('1', 3000000), 'a')",
+            "malformed ciphertext",
+        );
+        fails_with(
+            &format!("SELECT otobot.otobot_load_key(3, {K1}::bytea || '\\x00'::bytea, true)"),
+            "must be exactly 32 bytes",
+        );
+        fails_with(
+            &format!("SELECT otobot.otobot_load_key(0, {K1}, true)"),
+            "versions start at 1",
+        );
     }
 
     #[pg_test]
@@ -265,23 +489,116 @@ mod tests {
     }
 
     #[pg_test]
-    fn load_key_is_security_definer_with_a_pinned_search_path() {
-        let r = one(
-            "SELECT prosecdef::text || ' ' || array_to_string(proconfig, ',') FROM pg_proc WHERE proname = 'otobot_load_key'",
-        );
-        assert!(r.starts_with("true search_path=pg_catalog"), "{r}");
-        let parallel = one("SELECT string_agg(DISTINCT proparallel::text, '') FROM pg_proc WHERE proname IN ('otobot_encrypt','otobot_decrypt','otobot_reencrypt','otobot_load_key','otobot_audit_mac')");
+    fn load_and_register_are_security_definer_with_a_pinned_search_path() {
+        for f in ["otobot_load_key", "otobot_register_key"] {
+            let r = one(&format!(
+                "SELECT prosecdef::text || ' ' || array_to_string(proconfig, ',') FROM pg_proc WHERE proname = '{f}'"
+            ));
+            assert!(r.starts_with("true search_path=pg_catalog"), "{f}: {r}");
+        }
+        let parallel = one("SELECT string_agg(DISTINCT proparallel::text, '') FROM pg_proc WHERE proname IN ('otobot_encrypt','otobot_decrypt','otobot_reencrypt','otobot_load_key','otobot_register_key','otobot_audit_mac')");
         assert_eq!(parallel, "u");
     }
 
     #[pg_test]
     fn the_audit_mac_depends_on_the_key_version() {
-        run(&format!("SELECT otobot.otobot_load_key(1, {K1}, true)"));
-        run(&format!("SELECT otobot.otobot_load_key(2, {K2}, false)"));
-        let same = Spi::get_one::<bool>("SELECT otobot.otobot_audit_mac(1, 'row') = otobot.otobot_audit_mac(1, 'row')").unwrap();
-        let differ = Spi::get_one::<bool>("SELECT otobot.otobot_audit_mac(1, 'row') <> otobot.otobot_audit_mac(2, 'row')").unwrap();
+        load(1, K1, true);
+        load(2, K2, false);
+        let same = Spi::get_one::<bool>(
+            "SELECT otobot.otobot_audit_mac(1, 'row') = otobot.otobot_audit_mac(1, 'row')",
+        )
+        .unwrap();
+        let differ = Spi::get_one::<bool>(
+            "SELECT otobot.otobot_audit_mac(1, 'row') <> otobot.otobot_audit_mac(2, 'row')",
+        )
+        .unwrap();
         assert_eq!((same, differ), (Some(true), Some(true)));
-        fails_with("SELECT otobot.otobot_audit_mac(5, 'row')", "unknown key version 5");
+        fails_with(
+            "SELECT otobot.otobot_audit_mac(5, 'row')",
+            "unknown key version 5",
+        );
+    }
+
+    #[pg_test]
+    fn a_backend_that_handled_a_key_cannot_be_dumped() {
+        load(1, K1, true);
+        assert!(
+            !crate::keyring::is_dumpable(),
+            "PR_SET_DUMPABLE must be 0 once a key is loaded"
+        );
+    }
+
+    #[pg_test]
+    fn every_otobot_setting_is_superuser_only_and_kept_out_of_files() {
+        let settings = one(
+            "SELECT string_agg(name || ':' || context, ',' ORDER BY name) FROM pg_settings WHERE name LIKE 'otobot.%'",
+        );
+        assert_eq!(
+            settings,
+            "otobot.client_id:superuser,otobot.reason:superuser,otobot.request_id:superuser,otobot.scope:superuser,\
+             otobot.source:superuser,otobot.token_change:superuser,otobot.user_id:superuser"
+        );
+        for (name, _) in crate::session::SETTINGS {
+            let name = name.to_str().unwrap();
+            assert_eq!(
+                one(&format!("SELECT current_setting('{name}')")),
+                "",
+                "{name} starts empty"
+            );
+        }
+    }
+
+    #[pg_test]
+    fn the_otobot_prefix_is_reserved() {
+        fails_with(
+            "SET otobot.made_up = 'x'",
+            "invalid configuration parameter name",
+        );
+        fails_with(
+            "SELECT set_config('otobot.scope_override', 'system', true)",
+            "invalid configuration parameter name",
+        );
+    }
+
+    #[pg_test]
+    fn a_role_may_set_an_otobot_setting_only_when_granted() {
+        run("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'otobot_test_caller') THEN CREATE ROLE otobot_test_caller; END IF; END $$");
+        run("SET ROLE otobot_test_caller");
+        fails_with(
+            "SET otobot.scope = 'system'",
+            "permission denied to set parameter \"otobot.scope\"",
+        );
+        fails_with(
+            "SET LOCAL otobot.token_change = 'key_rotation'",
+            "permission denied to set parameter",
+        );
+        fails_with(
+            "SELECT set_config('otobot.reason', 'spoofed', true)",
+            "permission denied to set parameter",
+        );
+        run("RESET ROLE");
+        // What the migrations grant otobot_owner, so its SECURITY DEFINER functions can set them.
+        run("GRANT SET ON PARAMETER otobot.reason TO otobot_test_caller");
+        run("SET ROLE otobot_test_caller");
+        run("SELECT set_config('otobot.reason', 'granted', true)");
+        assert_eq!(one("SELECT current_setting('otobot.reason')"), "granted");
+        run("RESET ROLE");
+        run("REVOKE SET ON PARAMETER otobot.reason FROM otobot_test_caller");
+    }
+
+    #[pg_test]
+    fn role_and_database_defaults_of_otobot_settings_are_refused_even_for_a_superuser() {
+        run("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'otobot_test_caller') THEN CREATE ROLE otobot_test_caller; END IF; END $$");
+        fails_with(
+            "ALTER ROLE otobot_test_caller SET otobot.scope = 'system'",
+            "invalid value for parameter \"otobot.scope\"",
+        );
+        fails_with(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET otobot.token_change = %L', current_database(), 'key_rotation'); END $$",
+            "invalid value for parameter \"otobot.token_change\"",
+        );
+        // A superuser in a session still may (that is how the migrations' tests set a scope by hand).
+        run("SELECT set_config('otobot.scope', 'system', true)");
     }
 }
 

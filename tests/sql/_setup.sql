@@ -25,6 +25,9 @@ BEGIN
 END
 $$;
 
+-- Key version 1 of the tests, registered as `otobot migrate` does (superuser).
+SELECT otobot.otobot_register_key(1, decode(repeat('01', 32), 'hex'));
+
 CREATE FUNCTION test.load_keys() RETURNS void LANGUAGE sql AS $$
     SELECT otobot.otobot_load_key(1, decode(repeat('01', 32), 'hex'), true)
 $$;
@@ -33,7 +36,7 @@ CREATE FUNCTION test.audit_count(p_action text DEFAULT NULL) RETURNS bigint LANG
     SELECT count(*) FROM otobot.credential_access_logs WHERE p_action IS NULL OR action = p_action
 $$;
 
--- Seal until nothing waits: a transaction running anywhere in the cluster
+-- Seal until nothing waits: a transaction of this database still running
 -- holds sealing back, so wait for it (up to 30 s).
 CREATE FUNCTION test.seal_all() RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE

@@ -11,11 +11,13 @@ use futures_util::{pin_mut, StreamExt};
 use tokio_postgres::Client;
 
 use super::ops::{db_message, keys_from_env, load_keyring, DbArgs};
+use crate::sealer::{checkpoint_file, read_checkpoints, Checkpoint};
 
 /// `otobot audit …`
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Seal pending audit rows, then recompute the keyed chain; exit 1 at the first broken link.
+    /// Seal pending audit rows, then recompute the keyed chain and check it against the newest
+    /// published checkpoint; exit 1 at the first broken link or a truncated tail.
     Verify(VerifyArgs),
     /// Stream audit rows since a date as JSON lines or CSV (for a SIEM), in constant memory.
     Export(ExportArgs),
@@ -27,6 +29,11 @@ pub struct VerifyArgs {
     /// Print the result as one JSON object
     #[arg(long)]
     json: bool,
+    /// The sealer's checkpoint file (JSON lines); the chain must reach its newest checkpoint of
+    /// this database with the same MAC. Default: AUDIT_CHECKPOINT_FILE, else ./audit-checkpoints.jsonl
+    /// (skipped with a warning when that default does not exist)
+    #[arg(long, value_name = "FILE")]
+    checkpoint_file: Option<PathBuf>,
     #[command(flatten)]
     db: DbArgs,
 }
@@ -72,10 +79,16 @@ pub struct ChainReport {
     pub broken_seq: Option<i64>,
     pub broken_log_id: Option<i64>,
     pub problem: Option<String>,
+    /// The published checkpoint the chain was checked against.
+    pub checkpoint_seq: Option<i64>,
 }
 
-/// Seals what can be sealed, then verifies. The keyring must be loaded.
-pub async fn seal_and_verify(client: &Client) -> Result<ChainReport> {
+/// Seals what can be sealed, then verifies, against `checkpoint` when given.
+/// The keyring must be loaded.
+pub async fn seal_and_verify(
+    client: &Client,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<ChainReport> {
     const BATCH: i32 = 10_000;
     let mut sealed_now = 0i64;
     loop {
@@ -89,10 +102,12 @@ pub async fn seal_and_verify(client: &Client) -> Result<ChainReport> {
             break;
         }
     }
+    let expected_seq = checkpoint.map(|c| c.seq);
+    let expected_mac = checkpoint.and_then(Checkpoint::mac_bytes);
     let row = client
         .query_one(
-            "SELECT ok, checked, broken_seq, broken_log_id, problem FROM otobot.verify_audit_chain()",
-            &[],
+            "SELECT ok, checked, broken_seq, broken_log_id, problem FROM otobot.verify_audit_chain($1, $2)",
+            &[&expected_seq, &expected_mac],
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot verify the audit chain: {}", db_message(&e)))?;
@@ -103,19 +118,78 @@ pub async fn seal_and_verify(client: &Client) -> Result<ChainReport> {
         broken_seq: row.get(2),
         broken_log_id: row.get(3),
         problem: row.get(4),
+        checkpoint_seq: expected_seq,
     })
+}
+
+/// Where the newest checkpoint of this database stands.
+pub enum Anchor {
+    Found(Checkpoint),
+    /// No usable checkpoint, and why (a warning, not an error).
+    Missing(String),
+}
+
+/// The newest checkpoint of the connected database in `file` (default:
+/// AUDIT_CHECKPOINT_FILE). An explicitly named file must exist and hold one.
+pub async fn find_anchor(client: &Client, file: Option<&Path>) -> Result<Anchor> {
+    let database: String = client
+        .query_one("SELECT pg_catalog.current_database()::text", &[])
+        .await
+        .context("cannot read the database name")?
+        .get(0);
+    let path = file.map_or_else(
+        || checkpoint_file(|n| std::env::var(n).ok()),
+        Path::to_owned,
+    );
+    let scan = match read_checkpoints(&path, &database) {
+        Ok(scan) => scan,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && file.is_none() => {
+            return Ok(Anchor::Missing(format!(
+                "no checkpoint file at {} (AUDIT_CHECKPOINT_FILE): a truncated audit tail would go unseen",
+                path.display()
+            )))
+        }
+        Err(e) => bail!("cannot read the checkpoint file {}: {e}", path.display()),
+    };
+    match scan.newest {
+        Some(c) => Ok(Anchor::Found(c)),
+        None if file.is_some() => bail!(
+            "{} holds no checkpoint of database {database} ({} malformed lines)",
+            path.display(),
+            scan.malformed
+        ),
+        None => Ok(Anchor::Missing(format!(
+            "{} holds no checkpoint of database {database}: a truncated audit tail would go unseen",
+            path.display()
+        ))),
+    }
 }
 
 async fn verify(args: VerifyArgs) -> Result<()> {
     let keys = keys_from_env()?;
     let client = args.db.connect().await?;
     load_keyring(&client, &keys).await?;
-    let report = seal_and_verify(&client).await?;
+    let anchor = find_anchor(&client, args.checkpoint_file.as_deref()).await?;
+    let checkpoint = match &anchor {
+        Anchor::Found(c) => Some(c),
+        Anchor::Missing(why) => {
+            eprintln!("warning: {why}");
+            None
+        }
+    };
+    let report = seal_and_verify(&client, checkpoint).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if report.ok {
+        let against = checkpoint.map_or_else(String::new, |c| {
+            format!(
+                ", up to checkpoint link {} of {}",
+                c.seq,
+                c.sealed_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        });
         println!(
-            "✔ audit chain verified: {} links ({} sealed now)",
+            "✔ audit chain verified: {} links ({} sealed now){against}",
             report.checked, report.sealed_now
         );
     } else {

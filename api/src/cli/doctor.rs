@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use tokio_postgres::Client;
 
 use super::{
-    audit::seal_and_verify,
+    audit::{find_anchor, seal_and_verify, Anchor},
     keys::version_counts,
     ops::{db_message, keys_from_env, load_keyring, DbArgs},
 };
@@ -114,7 +114,10 @@ pub async fn run(args: Args) -> Result<()> {
         ),
         Ok(client) => {
             report.ok("database", format!("reachable: {}", args.db.database()?.redacted()));
-            database_checks(&client, keys.as_ref(), &mut report).await;
+            let lag_warn = settings
+                .as_ref()
+                .map_or(60, |s| s.audit_seal_lag_warn.as_secs());
+            database_checks(&client, keys.as_ref(), lag_warn, &mut report).await;
         }
     }
     if let Some(settings) = &settings {
@@ -158,9 +161,14 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-async fn database_checks(client: &Client, keys: Option<&KeySet>, report: &mut Report) {
+async fn database_checks(
+    client: &Client,
+    keys: Option<&KeySet>,
+    lag_warn_seconds: u64,
+    report: &mut Report,
+) {
     // Extension and its version.
-    let binary = env!("CARGO_PKG_VERSION");
+    let binary = crate::migrate::EXTENSION_VERSION;
     match client
         .query_opt(
             "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'otobot'",
@@ -174,10 +182,10 @@ async fn database_checks(client: &Client, keys: Option<&KeySet>, report: &mut Re
         Ok(Some(row)) => report.fail(
             "extension",
             format!(
-                "otobot {} installed, this binary is {binary}",
+                "otobot {} installed, this binary's migrations expect {binary}",
                 row.get::<_, &str>(0)
             ),
-            "install the extension package of this release, then `ALTER EXTENSION otobot UPDATE`",
+            "install the extension package of this release, then run `otobot migrate`",
         ),
         Ok(None) => report.fail(
             "extension",
@@ -289,11 +297,37 @@ async fn database_checks(client: &Client, keys: Option<&KeySet>, report: &mut Re
     grants_checks(client, report).await;
     rls_checks(client, report).await;
 
-    // Audit chain.
+    // Audit chain, against the newest checkpoint the sealer published.
     if keyring_loaded {
-        match seal_and_verify(client).await {
+        let anchor = find_anchor(client, None).await;
+        let checkpoint = match &anchor {
+            Ok(Anchor::Found(c)) => {
+                report.ok(
+                    "audit checkpoint",
+                    format!(
+                        "newest published head: link {} of {}",
+                        c.seq,
+                        c.sealed_at.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                );
+                Some(c)
+            }
+            Ok(Anchor::Missing(why)) => {
+                report.warn("audit checkpoint", why.clone(), "run `otobot serve` with AUDIT_CHECKPOINT_FILE on storage the database's administrators cannot write, and run doctor where that file is");
+                None
+            }
+            Err(e) => {
+                report.fail(
+                    "audit checkpoint",
+                    format!("{e:#}"),
+                    "check AUDIT_CHECKPOINT_FILE",
+                );
+                None
+            }
+        };
+        match seal_and_verify(client, checkpoint).await {
             Ok(r) if r.ok => report.ok("audit chain", format!("verified: {} links", r.checked)),
-            Ok(r) => report.fail("audit chain", format!("broken at link {}: {}", r.broken_seq.unwrap_or_default(), r.problem.unwrap_or_default()), "investigate now: an audit row was deleted, altered or forged (see sql/audit_queries.sql)"),
+            Ok(r) => report.fail("audit chain", format!("broken at link {}: {}", r.broken_seq.unwrap_or_default(), r.problem.unwrap_or_default()), "investigate now: an audit row was deleted, altered or forged, or sealed links were removed (see sql/audit_queries.sql)"),
             Err(e) => report.fail("audit chain", format!("{e:#}"), "every key version that sealed links must be in ENCRYPTION_OLD_KEYS to verify them"),
         }
     } else {
@@ -303,8 +337,8 @@ async fn database_checks(client: &Client, keys: Option<&KeySet>, report: &mut Re
         Ok(row) => {
             let (rows, age): (i64, Option<f64>) = (row.get(0), row.get(1));
             let age = age.unwrap_or(0.0);
-            if age > 300.0 {
-                report.fail("audit seal lag", format!("{rows} rows unsealed, the oldest for {age:.0} s"), "is `otobot serve` running? its sealer chains audit rows every second; a long-running transaction also holds sealing back");
+            if age > lag_warn_seconds as f64 {
+                report.fail("audit seal lag", format!("{rows} rows unsealed, the oldest for {age:.0} s (AUDIT_SEAL_LAG_WARN_SECONDS = {lag_warn_seconds})"), "is `otobot serve` running? its sealer chains audit rows every second; a long transaction in the vault database (pg_stat_activity) also holds sealing back");
             } else {
                 report.ok("audit seal lag", format!("{rows} rows waiting, the oldest for {age:.1} s"));
             }
@@ -312,7 +346,46 @@ async fn database_checks(client: &Client, keys: Option<&KeySet>, report: &mut Re
         Err(e) => report.fail("audit seal lag", db_message(&e), "run `otobot migrate`"),
     }
 
+    session_state_checks(client, report).await;
     logging_checks(client, report).await;
+}
+
+/// SECURITY: the otobot.* settings decide scope and auditing; nobody but
+/// otobot_owner may set them, and every session loads their definitions.
+async fn session_state_checks(client: &Client, report: &mut Report) {
+    let sql = "SELECT
+        (SELECT count(*) FROM pg_catalog.pg_settings WHERE name LIKE 'otobot.%' AND context <> 'superuser'),
+        (SELECT count(*) FROM pg_catalog.pg_settings WHERE name LIKE 'otobot.%'),
+        EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) c
+                WHERE s.setdatabase = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+                  AND s.setrole = 0 AND c LIKE 'session_preload_libraries=%otobot%'),
+        (SELECT string_agg(DISTINCT a.grantee::regrole::text, ', ')
+         FROM pg_catalog.pg_parameter_acl p CROSS JOIN LATERAL aclexplode(p.paracl) a
+         WHERE p.parname LIKE 'otobot.%' AND a.grantee <> 'otobot_owner'::regrole)";
+    match client.query_one(sql, &[]).await {
+        Ok(row) => {
+            let (loose, defined, preloaded, others): (i64, i64, bool, Option<String>) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            if defined == 0 || loose > 0 {
+                report.fail(
+                    "session state",
+                    format!("{defined} otobot.* settings defined, {loose} not superuser-only"),
+                    "install the extension of this release and run `otobot migrate`",
+                );
+            } else if let Some(others) = others {
+                report.fail("session state", format!("SET on otobot.* settings is granted to {others}"), "REVOKE SET ON PARAMETER otobot.<name> FROM those roles: only otobot_owner may set them");
+            } else if !preloaded {
+                report.warn(
+                    "session state",
+                    "the vault database does not preload the otobot library",
+                    "run `otobot migrate` (it sets session_preload_libraries for the database)",
+                );
+            } else {
+                report.ok("session state", format!("{defined} otobot.* settings superuser-only, settable by otobot_owner alone, library preloaded"));
+            }
+        }
+        Err(e) => report.fail("session state", db_message(&e), "run `otobot migrate`"),
+    }
 }
 
 async fn grants_checks(client: &Client, report: &mut Report) {

@@ -19,7 +19,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::ops::{db_message, keys_from_env, load_keyring, stdout_is_tty, DbArgs};
+use super::ops::{
+    db_message, keys_from_env, load_keyring, register_keyring, stdout_is_tty, DbArgs,
+};
 use crate::settings::KeySet;
 
 /// Arguments of `otobot rotate-key`.
@@ -188,15 +190,28 @@ async fn rotate_range(
 pub async fn rotate(args: RotateArgs) -> Result<()> {
     let keys = Arc::new(keys_from_env()?);
     let current = keys.current.version;
+    if args.dry_run {
+        // Counting needs no key: nothing is registered or loaded.
+        let counts = version_counts(&args.db.connect().await?).await?;
+        check_keyring_covers(&counts, &keys)?;
+        print_counts(&counts, &keys);
+        println!(
+            "{} connections would be re-encrypted to key version {current} (dry run: nothing changed)",
+            pending(&counts, current)
+        );
+        return Ok(());
+    }
+    // SECURITY: a new key version is registered here, by the operator's
+    // superuser (or otobot_owner) session, before any session loads it.
+    for (version, new) in register_keyring(&args.db.connect().await?, &keys).await? {
+        if new {
+            println!("registered key version {version}");
+        }
+    }
     let control = session(&args.db, &keys).await?;
     let counts = version_counts(&control).await?;
     check_keyring_covers(&counts, &keys)?;
     let todo = pending(&counts, current);
-    if args.dry_run {
-        print_counts(&counts, &keys);
-        println!("{todo} connections would be re-encrypted to key version {current} (dry run: nothing changed)");
-        return Ok(());
-    }
     if todo == 0 {
         println!("every stored secret is already under key version {current}: nothing to rotate");
         return Ok(());

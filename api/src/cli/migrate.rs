@@ -2,12 +2,14 @@
 
 use anyhow::Result;
 
+use super::ops::register_configured_keys;
 use crate::{
     config::Database,
     migrate::{self, State},
 };
 
-/// Arguments of `otobot migrate`.
+/// Arguments of `otobot migrate` (which then registers the key versions of
+/// ENCRYPTION_MASTER_KEY and ENCRYPTION_OLD_KEYS when they are set).
 #[derive(clap::Args)]
 pub struct Args {
     /// PostgreSQL URL of a superuser; default: MIGRATION_DATABASE_URL, else built from
@@ -53,5 +55,7 @@ pub async fn run(args: Args) -> Result<()> {
     if report.applied.is_empty() {
         println!("database is up to date ({} migrations)", report.total);
     }
-    Ok(())
+    // SECURITY: the first registration of a key version decides which key it
+    // is; it happens here, as the migrating superuser, never in the API.
+    register_configured_keys(&client).await
 }

@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply pending database migrations, or list them with --status.
+    /// Apply pending database migrations and register the configured key versions, or list them with --status.
     Migrate(migrate::Args),
     /// Run the internal API (INTERNAL_API_PORT, default 3001) and the audit sealer.
     Serve(serve::Args),

@@ -57,9 +57,16 @@ pub fn keys_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<KeySet> {
 /// Loads `keys` into this session: the old versions decrypt-only, then the current one.
 /// Each key is a bind parameter, never SQL text.
 pub async fn load_keyring(client: &Client, keys: &KeySet) -> Result<()> {
-    // SECURITY: an administrator's session may log its statements; keep the
-    // keys' bind parameters out of the server log (superuser-only settings:
-    // a lesser role keeps what its own role settings say).
+    keep_keys_out_of_logs(client).await;
+    crate::db::load_keys(client, keys)
+        .await
+        .map_err(|(version, e)| anyhow::anyhow!(describe_key_error(version, &e)))
+}
+
+/// SECURITY: an administrator's session may log its statements; keep the
+/// keys' bind parameters out of the server log (superuser-only settings:
+/// a lesser role keeps what its own role settings say).
+async fn keep_keys_out_of_logs(client: &Client) {
     for setting in [
         "SET log_statement = 'none'",
         "SET log_min_duration_statement = -1",
@@ -68,9 +75,59 @@ pub async fn load_keyring(client: &Client, keys: &KeySet) -> Result<()> {
     ] {
         let _ = client.batch_execute(setting).await;
     }
-    crate::db::load_keys(client, keys)
-        .await
-        .map_err(|(version, e)| anyhow::anyhow!(describe_key_error(version, &e)))
+}
+
+/// Registers the check value of every version of `keys` (old ones first),
+/// as a superuser or `otobot_owner` may: the first registration of a version
+/// decides which key it is, so the API cannot do it. Returns each version and
+/// whether this call registered it (false: the same key already was). A
+/// different key for a registered version is an error naming it.
+pub async fn register_keyring(client: &Client, keys: &KeySet) -> Result<Vec<(i32, bool)>> {
+    use secrecy::ExposeSecret;
+    keep_keys_out_of_logs(client).await;
+    let mut registered = Vec::new();
+    for key in keys.old.iter().chain(std::iter::once(&keys.current)) {
+        let new: bool = client
+            .query_one(
+                "SELECT otobot.otobot_register_key($1, $2)",
+                &[&key.version, &key.key.expose_secret().as_slice()],
+            )
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) if db.code().code() == "42501" => anyhow::anyhow!(
+                    "registering key version {} needs a superuser or a member of otobot_owner: \
+                     run `otobot migrate` (or this command) with MIGRATION_DATABASE_URL of one ({})",
+                    key.version,
+                    db.message()
+                ),
+                _ => anyhow::anyhow!(describe_key_error(key.version, &e)),
+            })?
+            .get(0);
+        registered.push((key.version, new));
+    }
+    Ok(registered)
+}
+
+/// Registers the configured key versions (`otobot migrate`, `rotate-key`),
+/// printing one line per version; says so and does nothing when
+/// ENCRYPTION_MASTER_KEY is not set.
+pub async fn register_configured_keys(client: &Client) -> Result<()> {
+    if std::env::var("ENCRYPTION_MASTER_KEY").map_or(true, |v| v.trim().is_empty()) {
+        println!(
+            "no key version registered: ENCRYPTION_MASTER_KEY is not set (otobot serve refuses a key version \
+             that was never registered: run `otobot migrate` again with the keys in the environment)"
+        );
+        return Ok(());
+    }
+    let keys = keys_from_env()?;
+    for (version, new) in register_keyring(client, &keys).await? {
+        if new {
+            println!("registered key version {version}");
+        } else {
+            println!("key version {version} is registered");
+        }
+    }
+    Ok(())
 }
 
 /// Why a key did not load, naming the version and the variable to fix.

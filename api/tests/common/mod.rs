@@ -71,6 +71,12 @@ impl TestDb {
         connect(&self.url).await
     }
 
+    /// Where a server on this database appends its audit checkpoints
+    /// (`AUDIT_CHECKPOINT_FILE` of [`base_vars`]); removed with the database.
+    pub fn checkpoint_file(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{}-audit-checkpoints.jsonl", self.name))
+    }
+
     /// This database's URL for the API role `otobot_api`, optionally through another port.
     pub fn api_url(&self, port: Option<u16>) -> String {
         let mut url = url::Url::parse(&self.url).unwrap();
@@ -89,6 +95,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.checkpoint_file());
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         // Its own thread and runtime: a test's runtime may be gone or busy by now.
         let dropped = std::thread::spawn(move || {
@@ -144,7 +151,19 @@ pub async fn seed_users(db: &Client) {
     .unwrap();
 }
 
-/// Stores an OAuth connection through the vault's own function, with `key_hex` loaded.
+/// Registers key `version` as the owner does (`otobot migrate`), as a superuser
+/// on `db`; registering the same key again is a no-op.
+pub async fn register_key(db: &Client, version: i32, key_hex: &str) {
+    db.execute(
+        "SELECT otobot.otobot_register_key($1, decode($2, 'hex'))",
+        &[&version, &key_hex],
+    )
+    .await
+    .expect("the key version registers");
+}
+
+/// Stores an OAuth connection through the vault's own function, with `key_hex`
+/// registered (as version 1) and loaded.
 pub async fn store_oauth(
     db: &Client,
     key_hex: &str,
@@ -154,6 +173,7 @@ pub async fn store_oauth(
     refresh: &str,
     label: Option<&str>,
 ) -> uuid::Uuid {
+    register_key(db, 1, key_hex).await;
     db.execute(
         "SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)",
         &[&key_hex],
@@ -191,6 +211,10 @@ pub fn base_vars(db: &TestDb, key_hex: &str, token: &str) -> HashMap<String, Str
         ("DATABASE_POOL_SIZE", "4".to_owned()),
         ("API_JWT_SECRET", JWT_SECRET.to_owned()),
         ("FRONTEND_URL", "http://portal.example.test:8082".to_owned()),
+        (
+            "AUDIT_CHECKPOINT_FILE",
+            db.checkpoint_file().display().to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -214,6 +238,9 @@ impl TestApp {
         }
         let settings = otobot_api::settings::Settings::from_vars(|name| vars.get(name).cloned())
             .expect("settings");
+        // What `otobot migrate` does with the configured keys. A key that does
+        // not match is left for the server's own start-up check to report.
+        let _ = otobot_api::cli::ops::register_keyring(&db.client().await, &settings.keys).await;
         let app = otobot_api::startup::Application::build(settings)
             .await
             .expect("server starts");
@@ -308,9 +335,10 @@ pub async fn seeded_vault() -> (TestDb, String) {
 }
 
 /// Seals with `key` until `n` links exist: rows become sealable once every
-/// older transaction of the cluster has ended (other tests may hold some).
+/// older transaction of this database has ended.
 pub async fn wait_sealed(db: &TestDb, key: &str, n: i64) {
     let client = db.client().await;
+    register_key(&client, 1, key).await;
     client
         .execute(
             "SELECT otobot.otobot_load_key(1, decode($1, 'hex'), true)",
