@@ -75,10 +75,7 @@ impl Keyring {
     }
 
     pub fn versions(&self) -> Vec<(u32, bool)> {
-        self.entries
-            .iter()
-            .map(|(v, _)| (*v, Some(*v) == self.current))
-            .collect()
+        self.entries.iter().map(|(v, _)| (*v, Some(*v) == self.current)).collect()
     }
 }
 
@@ -246,13 +243,7 @@ mod dumpable {
     pub const PR_SET_DUMPABLE: c_int = 4;
 
     extern "C" {
-        pub fn prctl(
-            option: c_int,
-            arg2: c_ulong,
-            arg3: c_ulong,
-            arg4: c_ulong,
-            arg5: c_ulong,
-        ) -> c_int;
+        pub fn prctl(option: c_int, arg2: c_ulong, arg3: c_ulong, arg4: c_ulong, arg5: c_ulong) -> c_int;
     }
 }
 
@@ -282,9 +273,7 @@ pub fn keep_out_of_core_dumps() {
             if rc == 0 {
                 done.set(true);
             } else {
-                pgrx::warning!(
-                    "otobot: could not mark this backend non-dumpable; keys may reach a core dump"
-                );
+                pgrx::warning!("otobot: could not mark this backend non-dumpable; keys may reach a core dump");
             }
         }
     });
@@ -310,8 +299,7 @@ mod tests {
     const WATCHED: usize = 128;
     static ARMED: AtomicBool = AtomicBool::new(false);
     static COUNT: AtomicUsize = AtomicUsize::new(0);
-    static PATTERNS: [[AtomicU64; 4]; WATCHED] =
-        [const { [const { AtomicU64::new(0) }; 4] }; WATCHED];
+    static PATTERNS: [[AtomicU64; 4]; WATCHED] = [const { [const { AtomicU64::new(0) }; 4] }; WATCHED];
     static HITS: AtomicUsize = AtomicUsize::new(0);
     /// One armed test at a time (tests run on several threads).
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -428,9 +416,6 @@ mod tests {
             }
             entries.clear();
         });
-        assert!(
-            hits > 0,
-            "the scanner must see what an unboxed keyring leaves behind"
-        );
+        assert!(hits > 0, "the scanner must see what an unboxed keyring leaves behind");
     }
 }

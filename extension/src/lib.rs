@@ -45,29 +45,16 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.key_versions', '');
 );
 
 fn decrypt_str(ciphertext: &str, aad: &str) -> Result<zeroize::Zeroizing<String>, OtobotError> {
-    decrypt_into(ciphertext, aad, |plain| {
-        zeroize::Zeroizing::new(plain.to_owned())
-    })
+    decrypt_into(ciphertext, aad, |plain| zeroize::Zeroizing::new(plain.to_owned()))
 }
 
 /// Decrypts into a scratch buffer zeroized on return and hands the text to `f`.
-fn decrypt_into<R>(
-    ciphertext: &str,
-    aad: &str,
-    f: impl FnOnce(&str) -> R,
-) -> Result<R, OtobotError> {
+fn decrypt_into<R>(ciphertext: &str, aad: &str, f: impl FnOnce(&str) -> R) -> Result<R, OtobotError> {
     let sealed = crypto::parse(ciphertext)?;
     keyring::with(|k| {
-        crypto::decrypt_with(
-            &k.get(sealed.version)?.cipher,
-            &sealed,
-            aad.as_bytes(),
-            |plain| {
-                std::str::from_utf8(plain)
-                    .map(f)
-                    .map_err(|_| OtobotError::NotUtf8)
-            },
-        )
+        crypto::decrypt_with(&k.get(sealed.version)?.cipher, &sealed, aad.as_bytes(), |plain| {
+            std::str::from_utf8(plain).map(f).map_err(|_| OtobotError::NotUtf8)
+        })
     })?
 }
 
@@ -83,10 +70,7 @@ impl_sql_translatable!(PlainText, "text");
 
 // SAFETY: the datum is a text varlena palloc'd in the function's memory context.
 unsafe impl pgrx::callconv::BoxRet for PlainText {
-    unsafe fn box_into<'fcx>(
-        self,
-        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
-    ) -> pgrx::datum::Datum<'fcx> {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
         unsafe { fcinfo.return_raw_datum(self.0) }
     }
 }
@@ -95,8 +79,7 @@ impl PlainText {
     fn copy_of(plain: &str) -> Self {
         // SAFETY: copies `len` bytes into a new palloc'd text (the length is
         // at most MAX_PLAINTEXT, well inside i32).
-        let text =
-            unsafe { pg_sys::cstring_to_text_with_len(plain.as_ptr().cast(), plain.len() as i32) };
+        let text = unsafe { pg_sys::cstring_to_text_with_len(plain.as_ptr().cast(), plain.len() as i32) };
         PlainText(pg_sys::Datum::from(text))
     }
 }
@@ -104,15 +87,7 @@ impl PlainText {
 fn encrypt_str(plaintext: &str, aad: &str) -> Result<String, OtobotError> {
     keyring::with(|k| {
         let (version, entry) = k.current()?;
-        keyring::with_rng(|rng| {
-            crypto::encrypt(
-                &entry.cipher,
-                version,
-                rng,
-                plaintext.as_bytes(),
-                aad.as_bytes(),
-            )
-        })
+        keyring::with_rng(|rng| crypto::encrypt(&entry.cipher, version, rng, plaintext.as_bytes(), aad.as_bytes()))
     })
 }
 
@@ -186,11 +161,7 @@ fn otobot_unload_keys() {
 /// The versions loaded in this session (never the keys).
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn otobot_keyring() -> TableIterator<'static, (name!(version, i32), name!(is_current, bool))> {
-    TableIterator::new(
-        keyring::with(|k| k.versions())
-            .into_iter()
-            .map(|(v, c)| (v as i32, c)),
-    )
+    TableIterator::new(keyring::with(|k| k.versions()).into_iter().map(|(v, c)| (v as i32, c)))
 }
 
 /// The current key version of this session; an error when none is loaded.
@@ -265,17 +236,14 @@ mod tests {
     }
 
     fn fails_with(sql: &str, needle: &str) {
-        let r = PgTryBuilder::new(|| {
-            Spi::run(sql)
-                .map(|_| String::new())
-                .unwrap_or_else(|e| e.to_string())
-        })
-        .catch_others(|e| match e {
-            pg_sys::panic::CaughtError::PostgresError(r)
-            | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
-            pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-        })
-        .execute();
+        let r = PgTryBuilder::new(|| Spi::run(sql).map(|_| String::new()).unwrap_or_else(|e| e.to_string()))
+            .catch_others(|e| match e {
+                pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => {
+                    r.message().to_string()
+                }
+                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            })
+            .execute();
         assert!(
             r.contains(needle),
             "{sql}: expected an error containing {needle:?}, got {r:?}"
@@ -284,25 +252,18 @@ mod tests {
 
     /// Registers `key` for `version` as this superuser session may.
     fn register(version: i32, key: &str) {
-        run(&format!(
-            "SELECT otobot.otobot_register_key({version}, {key})"
-        ));
+        run(&format!("SELECT otobot.otobot_register_key({version}, {key})"));
     }
 
     fn load(version: i32, key: &str, current: bool) {
         register(version, key);
-        run(&format!(
-            "SELECT otobot.otobot_load_key({version}, {key}, {current})"
-        ));
+        run(&format!("SELECT otobot.otobot_load_key({version}, {key}, {current})"));
     }
 
     #[pg_test]
     fn with_no_key_loaded_encryption_is_a_clear_error() {
         run("SELECT otobot.otobot_unload_keys()");
-        fails_with(
-            "SELECT otobot.otobot_encrypt('x', 'a')",
-            "no encryption key is loaded",
-        );
+        fails_with("SELECT otobot.otobot_encrypt('x', 'a')", "no encryption key is loaded");
     }
 
     #[pg_test]
@@ -310,21 +271,15 @@ mod tests {
         load(1, K1, true);
         let out = one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('ya29.secret', 'c1:encrypted_access_token'), 'c1:encrypted_access_token')");
         assert_eq!(out, "ya29.secret");
-        let multibyte =
-            one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('clé ✓ 🔑', 'a'), 'a')");
+        let multibyte = one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('clé ✓ 🔑', 'a'), 'a')");
         assert_eq!(multibyte, "clé ✓ 🔑");
         assert_eq!(
             one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('', 'a'), 'a')"),
             ""
         );
-        let v = Spi::get_one::<i32>(
-            "SELECT otobot.otobot_key_version(otobot.otobot_encrypt('x', 'a'))",
-        )
-        .unwrap();
+        let v = Spi::get_one::<i32>("SELECT otobot.otobot_key_version(otobot.otobot_encrypt('x', 'a'))").unwrap();
         assert_eq!(v, Some(1));
-        let typed = one(
-            "SELECT pg_typeof(otobot.otobot_decrypt(otobot.otobot_encrypt('x', 'a'), 'a'))::text",
-        );
+        let typed = one("SELECT pg_typeof(otobot.otobot_decrypt(otobot.otobot_encrypt('x', 'a'), 'a'))::text");
         assert_eq!(typed, "text");
     }
 
@@ -365,28 +320,22 @@ mod tests {
             &format!("SELECT otobot.otobot_load_key(7, {K3}, false)"),
             "run `otobot migrate`",
         );
-        let n = Spi::get_one::<i64>("SELECT count(*) FROM otobot.key_versions WHERE version = 7")
-            .unwrap();
+        let n = Spi::get_one::<i64>("SELECT count(*) FROM otobot.key_versions WHERE version = 7").unwrap();
         assert_eq!(n, Some(0), "loading must never register");
-        let held =
-            Spi::get_one::<i64>("SELECT count(*) FROM otobot.otobot_keyring() WHERE version = 7")
-                .unwrap();
+        let held = Spi::get_one::<i64>("SELECT count(*) FROM otobot.otobot_keyring() WHERE version = 7").unwrap();
         assert_eq!(held, Some(0));
     }
 
     #[pg_test]
     fn registering_records_the_check_value_once_and_never_the_key() {
-        let first =
-            Spi::get_one::<bool>(&format!("SELECT otobot.otobot_register_key(8, {K3})")).unwrap();
-        let again =
-            Spi::get_one::<bool>(&format!("SELECT otobot.otobot_register_key(8, {K3})")).unwrap();
+        let first = Spi::get_one::<bool>(&format!("SELECT otobot.otobot_register_key(8, {K3})")).unwrap();
+        let again = Spi::get_one::<bool>(&format!("SELECT otobot.otobot_register_key(8, {K3})")).unwrap();
         assert_eq!((first, again), (Some(true), Some(false)));
-        let r = one("SELECT octet_length(check_value) || ' ' || registered_by FROM otobot.key_versions WHERE version = 8");
+        let r =
+            one("SELECT octet_length(check_value) || ' ' || registered_by FROM otobot.key_versions WHERE version = 8");
         assert_eq!(r, format!("32 {}", one("SELECT session_user::text")));
-        let leaked = Spi::get_one::<bool>(&format!(
-            "SELECT bool_or(check_value = {K3}) FROM otobot.key_versions"
-        ))
-        .unwrap();
+        let leaked =
+            Spi::get_one::<bool>(&format!("SELECT bool_or(check_value = {K3}) FROM otobot.key_versions")).unwrap();
         assert_eq!(leaked, Some(false));
         run(&format!("SELECT otobot.otobot_load_key(8, {K3}, false)"));
         fails_with(
@@ -413,8 +362,7 @@ mod tests {
             "permission denied for function otobot_register_key",
         );
         run("RESET ROLE");
-        let n = Spi::get_one::<i64>("SELECT count(*) FROM otobot.key_versions WHERE version = 11")
-            .unwrap();
+        let n = Spi::get_one::<i64>("SELECT count(*) FROM otobot.key_versions WHERE version = 11").unwrap();
         assert_eq!(n, Some(0));
     }
 
@@ -442,7 +390,8 @@ mod tests {
             )),
             "legacy-token"
         );
-        let versions = one("SELECT string_agg(version || ':' || is_current, ',' ORDER BY version) FROM otobot.otobot_keyring()");
+        let versions =
+            one("SELECT string_agg(version || ':' || is_current, ',' ORDER BY version) FROM otobot.otobot_keyring()");
         assert_eq!(versions, "1:false,2:true");
     }
 
@@ -455,14 +404,8 @@ mod tests {
             &format!("SELECT otobot.otobot_decrypt('{as_v9}', 'a')"),
             "unknown key version 9",
         );
-        fails_with(
-            "SELECT otobot.otobot_decrypt('', 'a')",
-            "malformed ciphertext",
-        );
-        fails_with(
-            "SELECT otobot.otobot_decrypt('1:00:00', 'a')",
-            "malformed ciphertext",
-        );
+        fails_with("SELECT otobot.otobot_decrypt('', 'a')", "malformed ciphertext");
+        fails_with("SELECT otobot.otobot_decrypt('1:00:00', 'a')", "malformed ciphertext");
         fails_with(
             "SELECT otobot.otobot_decrypt(repeat('1', 3000000), 'a')",
             "malformed ciphertext",
@@ -504,19 +447,13 @@ mod tests {
     fn the_audit_mac_depends_on_the_key_version() {
         load(1, K1, true);
         load(2, K2, false);
-        let same = Spi::get_one::<bool>(
-            "SELECT otobot.otobot_audit_mac(1, 'row') = otobot.otobot_audit_mac(1, 'row')",
-        )
-        .unwrap();
-        let differ = Spi::get_one::<bool>(
-            "SELECT otobot.otobot_audit_mac(1, 'row') <> otobot.otobot_audit_mac(2, 'row')",
-        )
-        .unwrap();
+        let same = Spi::get_one::<bool>("SELECT otobot.otobot_audit_mac(1, 'row') = otobot.otobot_audit_mac(1, 'row')")
+            .unwrap();
+        let differ =
+            Spi::get_one::<bool>("SELECT otobot.otobot_audit_mac(1, 'row') <> otobot.otobot_audit_mac(2, 'row')")
+                .unwrap();
         assert_eq!((same, differ), (Some(true), Some(true)));
-        fails_with(
-            "SELECT otobot.otobot_audit_mac(5, 'row')",
-            "unknown key version 5",
-        );
+        fails_with("SELECT otobot.otobot_audit_mac(5, 'row')", "unknown key version 5");
     }
 
     #[pg_test]
@@ -550,10 +487,7 @@ mod tests {
 
     #[pg_test]
     fn the_otobot_prefix_is_reserved() {
-        fails_with(
-            "SET otobot.made_up = 'x'",
-            "invalid configuration parameter name",
-        );
+        fails_with("SET otobot.made_up = 'x'", "invalid configuration parameter name");
         fails_with(
             "SELECT set_config('otobot.scope_override', 'system', true)",
             "invalid configuration parameter name",

@@ -31,19 +31,10 @@ pub const SETTINGS: [(&CStr, &CStr); 7] = [
         c"otobot.scope",
         c"Otobot: the scope of the current vault call (user, admin, system).",
     ),
-    (
-        c"otobot.user_id",
-        c"Otobot: the user the current vault call acts for.",
-    ),
+    (c"otobot.user_id", c"Otobot: the user the current vault call acts for."),
     (c"otobot.client_id", c"Otobot: the client of that user."),
-    (
-        c"otobot.source",
-        c"Otobot: the caller recorded in audit rows.",
-    ),
-    (
-        c"otobot.request_id",
-        c"Otobot: the request id recorded in audit rows.",
-    ),
+    (c"otobot.source", c"Otobot: the caller recorded in audit rows."),
+    (c"otobot.request_id", c"Otobot: the request id recorded in audit rows."),
     (
         c"otobot.token_change",
         c"Otobot: why the current vault call changes tokens (audit action).",
