@@ -32,8 +32,26 @@ CREATE FUNCTION test.load_keys() RETURNS void LANGUAGE sql AS $$
     SELECT otobot.otobot_load_key(1, decode(repeat('01', 32), 'hex'), true)
 $$;
 
-CREATE FUNCTION test.audit_count(p_action text DEFAULT NULL) RETURNS bigint LANGUAGE sql AS $$
+-- What the tests read behind the roles' backs: SECURITY DEFINER, owned by the
+-- superuser that loads this file, so a test running as otobot_api can check.
+CREATE FUNCTION test.audit_count(p_action text DEFAULT NULL) RETURNS bigint LANGUAGE sql SECURITY DEFINER AS $$
     SELECT count(*) FROM otobot.credential_access_logs WHERE p_action IS NULL OR action = p_action
+$$;
+
+CREATE FUNCTION test.last_audit() RETURNS otobot.credential_access_logs LANGUAGE sql SECURITY DEFINER AS $$
+    SELECT * FROM otobot.credential_access_logs ORDER BY id DESC LIMIT 1
+$$;
+
+CREATE FUNCTION test.audit_rows() RETURNS SETOF otobot.credential_access_logs LANGUAGE sql SECURITY DEFINER AS $$
+    SELECT * FROM otobot.credential_access_logs ORDER BY id
+$$;
+
+-- The newest active connection of a user to a service.
+CREATE FUNCTION test.connection_of(p_user uuid, p_service text) RETURNS otobot.client_connections
+LANGUAGE sql SECURITY DEFINER AS $$
+    SELECT c.* FROM otobot.client_connections c JOIN otobot.services s ON s.id = c.service_id
+    WHERE c.user_id = p_user AND s.service_code = p_service AND c.is_active
+    ORDER BY c.updated_at DESC LIMIT 1
 $$;
 
 -- Seal until nothing waits: a transaction of this database still running

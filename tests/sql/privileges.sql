@@ -89,5 +89,27 @@ BEGIN
     ASSERT EXISTS (SELECT 1 FROM pg_db_role_setting s
                    WHERE s.setrole = 'otobot_api'::regrole AND 'log_statement=none' = ANY (s.setconfig));
     ASSERT NOT (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = 'otobot_owner');
+
+    -- 0008: key registration is the owner's; sealing is the API's and the DBA's;
+    -- verification against a checkpoint is everyone's who verifies; the horizon is internal.
+    ASSERT has_function_privilege('otobot_owner', 'otobot.otobot_register_key(integer, bytea)', 'EXECUTE');
+    ASSERT NOT has_function_privilege('otobot_api', 'otobot.otobot_register_key(integer, bytea)', 'EXECUTE');
+    ASSERT NOT has_function_privilege('otobot_dba', 'otobot.otobot_register_key(integer, bytea)', 'EXECUTE');
+    ASSERT NOT has_function_privilege('otobot_auditor', 'otobot.otobot_register_key(integer, bytea)', 'EXECUTE');
+    ASSERT has_function_privilege('otobot_api', 'otobot.seal_audit(integer)', 'EXECUTE');
+    ASSERT has_function_privilege('otobot_dba', 'otobot.seal_audit(integer)', 'EXECUTE');
+    ASSERT NOT has_function_privilege('otobot_auditor', 'otobot.seal_audit(integer)', 'EXECUTE');
+    ASSERT has_function_privilege('otobot_auditor', 'otobot.verify_audit_chain(bigint, bytea)', 'EXECUTE');
+    ASSERT has_function_privilege('otobot_api', 'otobot.verify_audit_chain(bigint, bytea)', 'EXECUTE');
+    ASSERT NOT has_function_privilege('otobot_api', 'otobot.audit_seal_horizon()', 'EXECUTE');
+    -- 0008: the session state is settable by otobot_owner alone.
+    SELECT string_agg(p.parname || ' ' || a.grantee::regrole::text, ', ') INTO v_bad
+    FROM pg_parameter_acl p CROSS JOIN LATERAL aclexplode(p.paracl) a
+    WHERE p.parname LIKE 'otobot.%' AND a.privilege_type = 'SET'
+      AND a.grantee NOT IN ('otobot_owner'::regrole, (SELECT oid FROM pg_roles WHERE rolsuper ORDER BY oid LIMIT 1));
+    ASSERT v_bad IS NULL, 'SET on otobot.* granted beyond otobot_owner: ' || v_bad;
+    ASSERT (SELECT count(*) FROM pg_parameter_acl p, aclexplode(p.paracl) a
+            WHERE p.parname LIKE 'otobot.%' AND a.grantee = 'otobot_owner'::regrole AND a.privilege_type = 'SET') = 7,
+        'otobot_owner sets the seven otobot.* settings';
 END
 $$;
