@@ -29,8 +29,10 @@ pgrx_test() {
     (cd "$ROOT/extension" && cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$pgdata_parent/data")
 }
 install_extension() {
-    # The in-database tests installed a test build; install the real one.
-    (cd "$ROOT/extension" && cargo pgrx install --profile ci --pg-config "$PG_CONFIG" "${sudo_flag[@]}" >/dev/null)
+    # The in-database tests installed a test build; install the real one,
+    # and the 0.1.0 install script the upgrade test starts from.
+    (cd "$ROOT/extension" && cargo pgrx install --profile ci --pg-config "$PG_CONFIG" "${sudo_flag[@]}" >/dev/null) &&
+        as_root install -m 644 "$ROOT/extension/sql/otobot--0.1.0.sql" "$("$PG_CONFIG" --sharedir)/extension/"
 }
 sql_suite() {
     cargo build --quiet -p otobot-api --manifest-path "$ROOT/Cargo.toml" &&

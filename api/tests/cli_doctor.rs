@@ -78,6 +78,7 @@ async fn doctor_passes_on_a_healthy_install() {
         "row-level security",
         "audit chain",
         "audit seal lag",
+        "session state",
         "statement logging",
         "api login",
     ] {

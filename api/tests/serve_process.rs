@@ -48,6 +48,33 @@ async fn a_wrong_master_key_stops_start_up_naming_the_version() {
 }
 
 #[tokio::test]
+async fn an_unregistered_key_version_stops_start_up_naming_it_and_otobot_migrate() {
+    let db = TestDb::migrated().await;
+    let key = random_hex32();
+    let mut vars = base_vars(&db, &key, &random_hex32());
+    vars.insert("ENCRYPTION_KEY_VERSION".into(), "3".into());
+    let output = serve(&vars).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("key version 3 is not registered in this database: run `otobot migrate`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&key));
+    // The API never registered it: the owner's migrate does, then the server starts.
+    let registered: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM otobot.key_versions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(registered, 0);
+}
+
+#[tokio::test]
 async fn a_malformed_master_key_stops_start_up_with_one_line_naming_the_variable() {
     let db = TestDb::new().await;
     let mut vars = base_vars(&db, "not-hex", &random_hex32());

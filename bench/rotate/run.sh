@@ -34,10 +34,12 @@ k1=$(openssl rand -hex 32); k2=$(openssl rand -hex 32)
 users=$(( (n + 4) / 5 ))
 
 psql "$admin_url" -qX -c "CREATE DATABASE $db"
-"$OTOBOT_BIN" migrate --database-url "$url" >/dev/null
+ENCRYPTION_MASTER_KEY="$k1" "$OTOBOT_BIN" migrate --database-url "$url" >/dev/null
 echo "generating $n connections (5 per user, $users users) under key version 1..."
 t0=$(date +%s.%N)
 psql "$url" -qX -v ON_ERROR_STOP=1 <<SQL
+-- The reader loads version 2 before rotate-key would register it.
+SELECT otobot.otobot_register_key(2, decode('$k2', 'hex'));
 SELECT otobot.otobot_load_key(1, decode('$k1', 'hex'), true);
 -- Bench data only: skip the per-row audit triggers while loading.
 SET session_replication_role = replica;

@@ -213,7 +213,8 @@ user_none=e2e00000-0000-4000-8000-000000000002   # has none
 say "database $db"
 psql_admin -c "CREATE DATABASE \"$db\""
 db_created=1
-"$otobot" migrate --database-url "$(admin_db_url "$db")" >"$logs/migrate.log" 2>&1 ||
+# migrate registers the key version (the owner's step; otobot serve only loads it).
+ENCRYPTION_MASTER_KEY="$master_key" "$otobot" migrate --database-url "$(admin_db_url "$db")" >"$logs/migrate.log" 2>&1 ||
     { tail -n 30 "$logs/migrate.log"; die "otobot migrate failed"; }
 # One session: the key loaded by otobot_load_key lives in the session.
 psql "$(admin_db_url "$db")" -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL

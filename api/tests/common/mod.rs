@@ -197,6 +197,8 @@ pub struct TestApp {
     pub key_hex: String,
     pub db: TestDb,
     pub http: reqwest::Client,
+    /// The server's shared state (metrics, pool), read directly by tests.
+    pub state: otobot_api::state::SharedState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -245,6 +247,7 @@ impl TestApp {
             .await
             .expect("server starts");
         let addr = app.local_addr();
+        let state = app.state();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
@@ -255,6 +258,7 @@ impl TestApp {
             key_hex,
             db,
             http: reqwest::Client::new(),
+            state,
             stop: Some(stop),
             task: Some(task),
         }
@@ -274,13 +278,28 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn stop(mut self) {
+    /// The value of one Prometheus sample of this server (`name` with its labels, if any).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.state
+            .metrics
+            .render(&self.state.pool)
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    pub async fn stop(self) {
+        drop(self.shutdown().await);
+    }
+
+    /// Stops the server (its last sealing pass included) and hands back its database.
+    pub async fn shutdown(mut self) -> TestDb {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+        self.db
     }
 }
 
