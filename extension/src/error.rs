@@ -36,7 +36,7 @@ pub enum OtobotError {
     #[error("otobot: key version {0} is invalid: versions start at 1")]
     BadKeyVersion(i32),
     /// The key does not match the check value recorded for its version (28000 invalid_authorization_specification).
-    #[error("otobot: key check failed for version {0}: this is not the key first loaded for that version")]
+    #[error("otobot: key check failed for version {0}: this is not the key registered for that version")]
     KeyCheckMismatch(u32),
     /// No check value is registered for this version: loading never registers one (55000).
     #[error("otobot: key version {0} is not registered in this database: run `otobot migrate` with this key in ENCRYPTION_MASTER_KEY (or ENCRYPTION_OLD_KEYS) to register it")]
