@@ -96,12 +96,22 @@ async fn migrate_upgrades_a_database_created_at_0_1_0() {
     let db = TestDb::new().await;
     let client = db.client().await;
     require_0_1_0(&client).await;
-    client
-        .batch_execute("CREATE SCHEMA otobot; CREATE EXTENSION otobot VERSION '0.1.0' SCHEMA otobot;")
-        .await
-        .unwrap();
     static MIGRATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = MIGRATING.lock().await;
+    // As migration 0001 left a database before 0.2.0: the schema owned by
+    // otobot_owner, the extension at 0.1.0 (0001's CREATE EXTENSION IF NOT EXISTS then skips).
+    client
+        .batch_execute(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'otobot_owner') THEN
+                     CREATE ROLE otobot_owner NOLOGIN;
+                 END IF;
+             END $$;
+             CREATE SCHEMA otobot AUTHORIZATION otobot_owner;
+             CREATE EXTENSION otobot VERSION '0.1.0' SCHEMA otobot;",
+        )
+        .await
+        .unwrap();
     otobot_api::migrate::run(&mut db.client().await, &otobot_api::migrate::embedded())
         .await
         .expect("migrations apply over 0.1.0");

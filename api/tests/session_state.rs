@@ -68,11 +68,11 @@ async fn an_api_login_cannot_set_or_smuggle_any_otobot_setting() {
         assert!(message.contains("permission denied"), "{sql}: {message}");
         let _ = api.batch_execute("ROLLBACK").await;
     }
-    let message = api
+    let error = api
         .batch_execute("SET otobot.made_up = 'x'")
         .await
-        .expect_err("a new otobot.* name")
-        .to_string();
+        .expect_err("a new otobot.* name");
+    let message = error.as_db_error().unwrap().message().to_owned();
     assert!(message.contains("invalid configuration parameter name"), "{message}");
 
     // A superuser's connection options cannot set them either (refused as a
