@@ -191,7 +191,9 @@ async fn audit_verify_detects_a_truncated_sealed_tail_against_the_checkpoint_fil
     let out = run_async(dir.path(), &with_file, &env, None).await;
     assert_ok(&out);
     assert!(
-        stdout(&out).contains("✔ audit chain verified: 4 links (0 sealed now), up to checkpoint link 4 of "),
+        stdout(&out).contains(
+            "✔ audit chain verified: 4 links (0 sealed now), up to checkpoint link 4 of "
+        ),
         "{}",
         stdout(&out)
     );

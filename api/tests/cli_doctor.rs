@@ -179,3 +179,62 @@ async fn doctor_reports_secrets_under_a_key_version_the_keyring_lacks() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn doctor_fails_on_seal_lag_beyond_its_threshold_and_on_a_chain_short_of_its_checkpoint() {
+    let i = install().await;
+    wait_sealed(&i.db, &i.key, 1).await;
+    let admin = i.db.client().await;
+    let mac: Vec<u8> = admin
+        .query_one("SELECT mac FROM otobot.audit_chain WHERE seq = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // A checkpoint the sealer published for link 2, which the database no longer has.
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = serde_json::json!({
+        "database": i.db.name, "seq": 2, "mac": hex::encode(&mac),
+        "sealed_at": "2026-01-01T00:00:00Z", "key_version": 1,
+    });
+    std::fs::write(
+        dir.path().join("checkpoints.jsonl"),
+        format!("{checkpoint}\n"),
+    )
+    .unwrap();
+    // A transaction of the vault database holds a newer row back for more than a second.
+    let holder = i.db.client().await;
+    holder
+        .batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .await
+        .unwrap();
+    store_oauth(&admin, &i.key, USER_B, "slack", "at-b", "rt-b", None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let out = run_async(
+        dir.path(),
+        &["doctor"],
+        &[
+            ("MIGRATION_DATABASE_URL", i.db.url.as_str()),
+            ("DATABASE_URL", i.api_url.as_str()),
+            ("ENCRYPTION_MASTER_KEY", i.key.as_str()),
+            ("N8N_INTERNAL_TOKEN", i.token.as_str()),
+            ("AUDIT_CHECKPOINT_FILE", "checkpoints.jsonl"),
+            ("AUDIT_SEAL_LAG_WARN_SECONDS", "1"),
+        ],
+        None,
+    )
+    .await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_error(&out, "check(s) failed");
+    let text = stdout(&out);
+    assert!(line(&text, "audit checkpoint").starts_with('✔'), "{text}");
+    let chain = line(&text, "audit chain");
+    assert!(
+        chain.starts_with('✘') && chain.contains("a checkpoint published link 2"),
+        "{text}"
+    );
+    let lag = line(&text, "audit seal lag");
+    assert!(
+        lag.starts_with('✘') && lag.contains("AUDIT_SEAL_LAG_WARN_SECONDS = 1"),
+        "{text}"
+    );
+}

@@ -348,29 +348,57 @@ async fn rotate_key_registers_its_new_version_before_any_session_loads_it() {
     generate(&admin, &key1, 5).await;
     let api = connect(&db.api_url(None)).await;
     let load2 = "SELECT otobot.otobot_load_key(2, decode($1, 'hex'), true)";
-    let error = api.execute(load2, &[&key2]).await.expect_err("version 2 is not registered yet");
+    let error = api
+        .execute(load2, &[&key2])
+        .await
+        .expect_err("version 2 is not registered yet");
     assert!(
-        error.as_db_error().unwrap().message().contains("key version 2 is not registered"),
+        error
+            .as_db_error()
+            .unwrap()
+            .message()
+            .contains("key version 2 is not registered"),
         "{error}"
     );
     // The API role cannot register it itself.
     let error = api
-        .execute("SELECT otobot.otobot_register_key(2, decode($1, 'hex'))", &[&key2])
+        .execute(
+            "SELECT otobot.otobot_register_key(2, decode($1, 'hex'))",
+            &[&key2],
+        )
         .await
         .expect_err("otobot_api must not register");
     assert_eq!(error.as_db_error().unwrap().code().code(), "42501");
 
     let old = format!("1:{key1}");
     let dir = tempfile::tempdir().unwrap();
-    let out = run_async(dir.path(), &["rotate-key"], &rotation_env(&db, &key2, "2", &old), None).await;
+    let out = run_async(
+        dir.path(),
+        &["rotate-key"],
+        &rotation_env(&db, &key2, "2", &old),
+        None,
+    )
+    .await;
     assert_ok(&out);
-    assert!(stdout(&out).contains("registered key version 2"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("registered key version 2"),
+        "{}",
+        stdout(&out)
+    );
     assert!(!stdout(&out).contains(&key2) && !stderr(&out).contains(&key2));
-    api.execute(load2, &[&key2]).await.expect("registered by rotate-key");
+    api.execute(load2, &[&key2])
+        .await
+        .expect("registered by rotate-key");
     assert_eq!(counts(&admin).await, vec![(2, 5)]);
 
     // Another key under version 2 is refused from then on, naming the version.
     let other = random_hex32();
-    let out = run_async(dir.path(), &["rotate-key"], &rotation_env(&db, &other, "2", &old), None).await;
+    let out = run_async(
+        dir.path(),
+        &["rotate-key"],
+        &rotation_env(&db, &other, "2", &old),
+        None,
+    )
+    .await;
     assert_error(&out, "key version 2 does not match");
 }

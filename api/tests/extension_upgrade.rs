@@ -80,11 +80,18 @@ async fn upgrading_from_0_1_0_gives_what_a_fresh_0_2_0_install_gives() {
         .await
         .unwrap();
     let (da, db) = (describe(&a).await, describe(&b).await);
-    assert!(da.iter().any(|l| l.starts_with("function otobot.otobot_register_key(integer,bytea)")), "{da:#?}");
+    assert!(
+        da.iter()
+            .any(|l| l.starts_with("function otobot.otobot_register_key(integer,bytea)")),
+        "{da:#?}"
+    );
     assert_eq!(da, db);
     // A version recorded before 0.2.0 stays registered, marked as such.
     let by: String = a
-        .query_one("SELECT registered_by FROM otobot.key_versions WHERE version = 1", &[])
+        .query_one(
+            "SELECT registered_by FROM otobot.key_versions WHERE version = 1",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -116,7 +123,10 @@ async fn migrate_upgrades_a_database_created_at_0_1_0() {
         .await
         .expect("migrations apply over 0.1.0");
     let version: String = client
-        .query_one("SELECT extversion FROM pg_extension WHERE extname = 'otobot'", &[])
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'otobot'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

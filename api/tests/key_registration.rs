@@ -53,21 +53,35 @@ async fn migrate_registers_the_configured_key_versions_and_refuses_another_key_f
     let out = run_async(
         dir.path(),
         &["migrate"],
-        &[env[0], ("ENCRYPTION_MASTER_KEY", wrong.as_str()), env[2], env[3]],
+        &[
+            env[0],
+            ("ENCRYPTION_MASTER_KEY", wrong.as_str()),
+            env[2],
+            env[3],
+        ],
         None,
     )
     .await;
-    let line = assert_error(&out, "key version 2 does not match the check value recorded in this database");
+    let line = assert_error(
+        &out,
+        "key version 2 does not match the check value recorded in this database",
+    );
     assert!(!line.contains(&wrong));
     let registered: Vec<(i32, String)> = db
         .client()
         .await
-        .query("SELECT version, registered_by FROM otobot.key_versions ORDER BY version", &[])
+        .query(
+            "SELECT version, registered_by FROM otobot.key_versions ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(registered.len(), 2);
-    assert!(registered.iter().all(|(_, by)| by != "otobot_api"), "{registered:?}");
+    assert!(
+        registered.iter().all(|(_, by)| by != "otobot_api"),
+        "{registered:?}"
+    );
 }

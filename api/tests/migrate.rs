@@ -297,7 +297,9 @@ async fn the_binary_applies_the_real_migrations_then_says_the_database_is_up_to_
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), count + 1, "{stdout}");
     assert!(
-        lines[..count].iter().all(|line| line.starts_with("applied ")),
+        lines[..count]
+            .iter()
+            .all(|line| line.starts_with("applied ")),
         "{stdout}"
     );
     assert!(

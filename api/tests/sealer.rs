@@ -60,15 +60,15 @@ async fn the_sealer_appends_each_new_chain_head_to_the_checkpoint_file() {
 
     let lines = checkpoints(&app.db);
     // One line per new head, in order; each names this database and the link's real MAC.
-    assert!(
-        lines.windows(2).all(|w| w[0].seq < w[1].seq),
-        "{lines:?}"
-    );
+    assert!(lines.windows(2).all(|w| w[0].seq < w[1].seq), "{lines:?}");
     for c in &lines {
         assert_eq!(c.database, app.db.name);
         assert_eq!(c.key_version, 1);
         let mac: Vec<u8> = admin
-            .query_one("SELECT mac FROM otobot.audit_chain WHERE seq = $1", &[&c.seq])
+            .query_one(
+                "SELECT mac FROM otobot.audit_chain WHERE seq = $1",
+                &[&c.seq],
+            )
             .await
             .unwrap()
             .get(0);
@@ -119,14 +119,20 @@ async fn a_transaction_in_another_database_does_not_stall_sealing_and_one_in_thi
         .await
         .unwrap()
         .get(0);
-    assert!(xmin_held, "the other database's transaction holds the cluster xmin");
+    assert!(
+        xmin_held,
+        "the other database's transaction holds the cluster xmin"
+    );
     // ...but not this database's sealing.
     let sealed: i32 = admin
         .query_one("SELECT sealed FROM otobot.seal_audit(100)", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(sealed, 2, "both rows sealed despite the other database's transaction");
+    assert_eq!(
+        sealed, 2,
+        "both rows sealed despite the other database's transaction"
+    );
 
     // A transaction of this database with an xid may still write a row below
     // the next ones: sealing waits for it.
@@ -171,7 +177,10 @@ async fn seal_lag_is_measured_and_an_unwritable_checkpoint_file_does_not_stop_se
     let app = TestApp::spawn_on(
         db,
         &[
-            ("AUDIT_CHECKPOINT_FILE", "/nonexistent-otobot-dir/checkpoints.jsonl"),
+            (
+                "AUDIT_CHECKPOINT_FILE",
+                "/nonexistent-otobot-dir/checkpoints.jsonl",
+            ),
             ("AUDIT_SEAL_LAG_WARN_SECONDS", "1"),
         ],
     )

@@ -59,7 +59,8 @@ async fn an_unregistered_key_version_stops_start_up_naming_it_and_otobot_migrate
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(
-        errors[0].contains("key version 3 is not registered in this database: run `otobot migrate`"),
+        errors[0]
+            .contains("key version 3 is not registered in this database: run `otobot migrate`"),
         "{stderr}"
     );
     assert!(!stderr.contains(&key));

@@ -36,7 +36,8 @@ async fn refused(client: &Client, sql: &str) -> String {
 #[tokio::test]
 async fn an_api_login_cannot_set_or_smuggle_any_otobot_setting() {
     let db = TestDb::migrated().await;
-    let smuggled = "-c otobot.scope=system -c otobot.token_change=key_rotation -c otobot.reason=spoofed";
+    let smuggled =
+        "-c otobot.scope=system -c otobot.token_change=key_rotation -c otobot.reason=spoofed";
     let api = login(&db.api_url(None), smuggled).await;
     // Defined at session start (session_preload_libraries), before any vault call.
     let context: Vec<String> = api
@@ -52,7 +53,11 @@ async fn an_api_login_cannot_set_or_smuggle_any_otobot_setting() {
     assert_eq!(context.len(), 7);
     assert!(context.iter().all(|c| c == "superuser"), "{context:?}");
     for name in ["otobot.scope", "otobot.token_change", "otobot.reason"] {
-        assert_eq!(show(&api, name).await, "", "{name} smuggled through the connection options");
+        assert_eq!(
+            show(&api, name).await,
+            "",
+            "{name} smuggled through the connection options"
+        );
     }
     for sql in [
         "SET otobot.scope = 'system'",
@@ -73,7 +78,10 @@ async fn an_api_login_cannot_set_or_smuggle_any_otobot_setting() {
         .await
         .expect_err("a new otobot.* name");
     let message = error.as_db_error().unwrap().message().to_owned();
-    assert!(message.contains("invalid configuration parameter name"), "{message}");
+    assert!(
+        message.contains("invalid configuration parameter name"),
+        "{message}"
+    );
 
     // A superuser's connection options cannot set them either (refused as a
     // source, not by privilege), nor can role defaults.

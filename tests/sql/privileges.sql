@@ -106,7 +106,7 @@ BEGIN
     SELECT string_agg(p.parname || ' ' || a.grantee::regrole::text, ', ') INTO v_bad
     FROM pg_parameter_acl p CROSS JOIN LATERAL aclexplode(p.paracl) a
     WHERE p.parname LIKE 'otobot.%' AND a.privilege_type = 'SET'
-      AND a.grantee NOT IN ('otobot_owner'::regrole, (SELECT oid FROM pg_roles WHERE rolsuper ORDER BY oid LIMIT 1));
+      AND a.grantee <> 'otobot_owner'::regrole AND NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = a.grantee);
     ASSERT v_bad IS NULL, 'SET on otobot.* granted beyond otobot_owner: ' || v_bad;
     ASSERT (SELECT count(*) FROM pg_parameter_acl p, aclexplode(p.paracl) a
             WHERE p.parname LIKE 'otobot.%' AND a.grantee = 'otobot_owner'::regrole AND a.privilege_type = 'SET') = 7,

@@ -361,7 +361,8 @@ async fn session_state_checks(client: &Client, report: &mut Report) {
                   AND s.setrole = 0 AND c LIKE 'session_preload_libraries=%otobot%'),
         (SELECT string_agg(DISTINCT a.grantee::regrole::text, ', ')
          FROM pg_catalog.pg_parameter_acl p CROSS JOIN LATERAL aclexplode(p.paracl) a
-         WHERE p.parname LIKE 'otobot.%' AND a.grantee <> 'otobot_owner'::regrole)";
+         WHERE p.parname LIKE 'otobot.%' AND a.grantee <> 'otobot_owner'::regrole
+           AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee))";
     match client.query_one(sql, &[]).await {
         Ok(row) => {
             let (loose, defined, preloaded, others): (i64, i64, bool, Option<String>) =
