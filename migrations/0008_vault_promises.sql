@@ -33,8 +33,13 @@ GRANT EXECUTE ON FUNCTION otobot.otobot_register_key(integer, bytea) TO otobot_o
 -- the settings exist (superuser-only) before a caller's first statement.
 -- A placeholder set before the library loads would be discarded anyway (the
 -- extension's settings refuse it); this removes the window. Appends to what
--- the database already preloads.
-DO $preload$
+-- the database already preloads. Owned by the migrating superuser, run by
+-- this migration and by every `otobot migrate` (a restored database lacks
+-- database-level settings).
+CREATE FUNCTION otobot.ensure_session_preload() RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = ''
+AS $$
 DECLARE
     v_current text;
     v_libs    text[];
@@ -45,18 +50,24 @@ BEGIN
     CROSS JOIN LATERAL pg_catalog.unnest(s.setconfig) AS c
     WHERE s.setrole = 0
       AND s.setdatabase = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-      AND c LIKE 'session\_preload\_libraries=%';
+      AND pg_catalog.starts_with(c, 'session_preload_libraries=');
     SELECT COALESCE(pg_catalog.array_agg(pg_catalog.btrim(l, ' "')) FILTER (WHERE pg_catalog.btrim(l, ' "') <> ''), '{}')
     INTO v_libs
     FROM pg_catalog.unnest(pg_catalog.string_to_array(COALESCE(v_current, ''), ',')) AS l;
-    IF NOT 'otobot' = ANY (v_libs) THEN
-        v_libs := v_libs || 'otobot'::text;
+    IF 'otobot' = ANY (v_libs) THEN
+        RETURN false;
     END IF;
+    v_libs := v_libs || 'otobot'::text;
     EXECUTE pg_catalog.format('ALTER DATABASE %I SET session_preload_libraries = %s',
         pg_catalog.current_database(),
         (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(l), ', ') FROM pg_catalog.unnest(v_libs) AS l));
+    RETURN true;
 END
-$preload$;
+$$;
+COMMENT ON FUNCTION otobot.ensure_session_preload() IS
+    'Adds otobot to the vault database''s session_preload_libraries (superuser; run by otobot migrate). True when it changed.';
+REVOKE ALL ON FUNCTION otobot.ensure_session_preload() FROM PUBLIC;
+SELECT otobot.ensure_session_preload();
 
 SET LOCAL ROLE otobot_owner;
 

@@ -18,10 +18,23 @@ async fn migrate_registers_the_configured_key_versions_and_refuses_another_key_f
         ("ENCRYPTION_KEY_VERSION", "2"),
         ("ENCRYPTION_OLD_KEYS", old.as_str()),
     ];
+    // As after a restore: the database-level preload setting is gone.
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} RESET session_preload_libraries",
+            db.name
+        ))
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = run_async(dir.path(), &["migrate"], &env, None).await;
     assert_ok(&out);
     let text = stdout(&out);
+    assert!(
+        text.contains("the vault database loads the otobot library at session start again"),
+        "{text}"
+    );
     assert!(
         text.contains("registered key version 1\nregistered key version 2\n"),
         "{text}"

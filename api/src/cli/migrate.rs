@@ -1,6 +1,6 @@
 //! `otobot migrate`: applies the embedded migrations.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::ops::register_configured_keys;
 use crate::{
@@ -54,6 +54,16 @@ pub async fn run(args: Args) -> Result<()> {
         migrate::apply(&mut client, &migrations, |m| println!("applied {}", m.name)).await?;
     if report.applied.is_empty() {
         println!("database is up to date ({} migrations)", report.total);
+    }
+    // SECURITY: the otobot.* settings exist from each session's start (a
+    // restored database has lost this database-level setting).
+    let preload: bool = client
+        .query_one("SELECT otobot.ensure_session_preload()", &[])
+        .await
+        .context("cannot set session_preload_libraries for the vault database")?
+        .get(0);
+    if preload && report.applied.is_empty() {
+        println!("the vault database loads the otobot library at session start again");
     }
     // SECURITY: the first registration of a key version decides which key it
     // is; it happens here, as the migrating superuser, never in the API.
