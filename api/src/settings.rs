@@ -229,7 +229,7 @@ impl Settings {
                 50,
                 3_600_000,
             )?),
-            audit_checkpoint_file: crate::sealer::checkpoint_file(&var),
+            audit_checkpoint_file: crate::sealer::checkpoint_file(var),
             audit_seal_lag_warn: Duration::from_secs(audit_seal_lag_warn_seconds(&number)?),
             json_logs: match var("LOG_FORMAT").as_deref().map(str::trim) {
                 None | Some("text") => false,
