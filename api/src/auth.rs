@@ -54,7 +54,8 @@ impl InternalTokens {
     }
 }
 
-/// A user authenticated by `Authorization: Bearer <JWT>`.
+/// A user authenticated by `Authorization: Bearer <JWT>` (ToolJet), or
+/// without that header by a portal session (`session::authenticate`).
 ///
 /// The token proves who the caller was when it was issued; each database
 /// call then checks the user is still active (a deactivated user's token
@@ -75,9 +76,11 @@ impl axum::extract::FromRequestParts<crate::state::SharedState> for AuthUser {
     ) -> Result<Self, Self::Rejection> {
         use crate::error::ApiError;
         let user_api = state.user_api.as_ref().ok_or(ApiError::InvalidToken)?;
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
+        let Some(authorization) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            // The portal: a session cookie and its CSRF header.
+            return crate::session::authenticate(&parts.headers, state).await;
+        };
+        let token = Some(authorization)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 v.strip_prefix("Bearer ")

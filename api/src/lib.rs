@@ -13,6 +13,7 @@ pub mod password;
 pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
+pub mod session;
 pub mod settings;
 pub mod startup;
 pub mod state;

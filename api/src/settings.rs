@@ -42,6 +42,18 @@ pub struct UserApiSettings {
     pub n8n_webhook_url: String,
     pub n8n_webhook_secret: Option<SecretString>,
     pub trigger_timeout: Duration,
+    /// The portal's browser sessions.
+    pub portal: PortalSettings,
+}
+
+/// Browser sessions of the portal (`/portal/`).
+pub struct PortalSettings {
+    /// Absolute lifetime of a session (`PORTAL_SESSION_TTL_SECONDS`).
+    pub session_ttl_seconds: i32,
+    /// A session unused this long ends (`PORTAL_SESSION_IDLE_SECONDS`).
+    pub idle_seconds: i32,
+    /// Cookies are `Secure` (and `__Host-` prefixed) when `PUBLIC_URL` is https.
+    pub secure_cookies: bool,
 }
 
 /// OAuth2: the catalogue, the enabled apps, the callback and the refresher.
@@ -257,6 +269,7 @@ fn user_api(
         Ok(value)
     };
     let frontend = url("FRONTEND_URL", "http://localhost:8082")?;
+    let public = url("PUBLIC_URL", "http://localhost:3001")?;
     let cors_origins = match var("CORS_ALLOWED_ORIGINS") {
         None => vec![origin_of(&frontend)],
         Some(list) => {
@@ -292,6 +305,11 @@ fn user_api(
             1,
             600,
         )?),
+        portal: PortalSettings {
+            session_ttl_seconds: number("PORTAL_SESSION_TTL_SECONDS", 28_800, 300, 604_800)? as i32,
+            idle_seconds: number("PORTAL_SESSION_IDLE_SECONDS", 1800, 60, 604_800)? as i32,
+            secure_cookies: public.starts_with("https://"),
+        },
     }))
 }
 

@@ -221,6 +221,10 @@ fn user_api(settings: crate::settings::UserApiSettings) -> Result<crate::state::
         login_by_ip: RateLimit::new(settings.login_max_attempts, settings.login_window),
         login_by_email: RateLimit::new(settings.login_max_attempts, settings.login_window),
         decoy_hash: crate::password::decoy(),
+        portal: crate::session::SessionKeys::new(
+            settings.jwt_secret.expose_secret(),
+            &settings.portal,
+        ),
         http: reqwest::Client::builder()
             .timeout(settings.trigger_timeout)
             .redirect(reqwest::redirect::Policy::none())

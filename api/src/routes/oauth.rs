@@ -54,6 +54,10 @@ fn state_hash(state: &str) -> Vec<u8> {
 /// Whether `url` is on one of the frontend's origins (open-redirect guard).
 fn allowed_redirect(state: &SharedState, url: &str) -> bool {
     let mut origins = vec![state.oauth.frontend_url.clone()];
+    // The portal, served by this API under PUBLIC_URL.
+    if let Some(public) = state.oauth.redirect_uri.strip_suffix("/api/oauth/callback") {
+        origins.push(format!("{public}/portal/"));
+    }
     if let Some(api) = &state.user_api {
         origins.extend(api.settings.cors_origins.iter().cloned());
     }
