@@ -62,7 +62,11 @@ fn portal_assets(dir: &std::path::Path) {
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut files = Vec::new();
     if dir.is_dir() {
-        collect(&dir.canonicalize().expect("portal directory"), "", &mut files);
+        collect(
+            &dir.canonicalize().expect("portal directory"),
+            "",
+            &mut files,
+        );
     }
     files.sort();
     let mut table = String::from(
@@ -81,7 +85,9 @@ fn portal_assets(dir: &std::path::Path) {
             "png" => "image/png",
             "ico" => "image/x-icon",
             "txt" => "text/plain; charset=utf-8",
-            _ => panic!("portal/{name}: no content type for .{ext} files (add one in api/build.rs)"),
+            _ => {
+                panic!("portal/{name}: no content type for .{ext} files (add one in api/build.rs)")
+            }
         };
         // FNV-1a: a cache validator, not a security measure.
         let etag = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {

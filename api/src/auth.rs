@@ -65,6 +65,9 @@ pub struct AuthUser {
     pub id: uuid::Uuid,
     pub client_id: uuid::Uuid,
     pub role: String,
+    /// The audit log's `source` for what this user does: `tooljet` (bearer
+    /// token) or `portal` (session cookie).
+    pub source: &'static str,
 }
 
 impl axum::extract::FromRequestParts<crate::state::SharedState> for AuthUser {
@@ -98,6 +101,7 @@ impl axum::extract::FromRequestParts<crate::state::SharedState> for AuthUser {
             id: claims.sub,
             client_id: claims.client_id,
             role: claims.role,
+            source: "tooljet",
         })
     }
 }

@@ -210,6 +210,7 @@ pub async fn actor(state: &SharedState, id_hash: &[u8; 32], idle: i32) -> Result
             id: v["userId"].as_str()?.parse().ok()?,
             client_id: v["clientId"].as_str()?.parse().ok()?,
             role: v["role"].as_str()?.to_owned(),
+            source: "portal",
         })
     }))
 }
@@ -261,7 +262,10 @@ mod tests {
         let s = k.issue(user);
         let h = with_cookie(&format!("other=1; otobot_session={}; x=y", s.cookie_value));
         let c = k.cookie(&h).expect("verified");
-        assert_eq!((c.user, c.id_hash, c.csrf.as_str()), (user, s.id_hash, s.csrf.as_str()));
+        assert_eq!(
+            (c.user, c.id_hash, c.csrf.as_str()),
+            (user, s.id_hash, s.csrf.as_str())
+        );
         let other = k.issue(user);
         assert_ne!(other.csrf, s.csrf, "each session has its own CSRF token");
         assert_ne!(other.id_hash, s.id_hash);
@@ -290,7 +294,10 @@ mod tests {
         )
         .issue(user);
         assert!(k
-            .cookie(&with_cookie(&format!("otobot_session={}", foreign.cookie_value)))
+            .cookie(&with_cookie(&format!(
+                "otobot_session={}",
+                foreign.cookie_value
+            )))
             .is_none());
         // A ToolJet bearer token signed with the same API_JWT_SECRET.
         let bearer = crate::jwt::JwtKeys::new(&[7u8; 32], 600)
@@ -302,17 +309,25 @@ mod tests {
         // Tampered.
         let mut t = s.cookie_value.clone();
         t.insert(t.find('.').unwrap() + 3, 'A');
-        assert!(k.cookie(&with_cookie(&format!("otobot_session={t}"))).is_none());
+        assert!(k
+            .cookie(&with_cookie(&format!("otobot_session={t}")))
+            .is_none());
         // Under the https name when cookies are plain, and vice versa.
         assert!(k
-            .cookie(&with_cookie(&format!("__Host-otobot_session={}", s.cookie_value)))
+            .cookie(&with_cookie(&format!(
+                "__Host-otobot_session={}",
+                s.cookie_value
+            )))
             .is_none());
         // Expired.
         let mut short = keys(false);
         short.ttl_seconds = -1;
         let old = short.issue(user);
         assert!(k
-            .cookie(&with_cookie(&format!("otobot_session={}", old.cookie_value)))
+            .cookie(&with_cookie(&format!(
+                "otobot_session={}",
+                old.cookie_value
+            )))
             .is_none());
     }
 

@@ -231,7 +231,10 @@ async fn access_history(
     {
         return Err(ApiError::bad_request(
             "invalid_query",
-            format!("unknown parameter {:?}", unknown.chars().take(40).collect::<String>()),
+            format!(
+                "unknown parameter {:?}",
+                unknown.chars().take(40).collect::<String>()
+            ),
         ));
     }
     let before = match query.get("before") {

@@ -328,13 +328,14 @@ async fn store_api_key(
         let client = db::client(&state.pool).await?;
         let row = client
             .query_one(
-                "SELECT otobot.store_api_key($1, $2, $3, $4, $5, 'tooljet', $6)",
+                "SELECT otobot.store_api_key($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &user.id,
                     &service,
                     &key,
                     &b.label,
                     &b.account_identifier,
+                    &user.source,
                     &request_id,
                 ],
             )
@@ -396,8 +397,8 @@ async fn delete_connection(
     }
     let done = call(
         &state,
-        "SELECT otobot.deactivate_connection($1, $2, 'tooljet', $3)::text",
-        &[&id, &user.id, &request_id],
+        "SELECT otobot.deactivate_connection($1, $2, $3, $4)::text",
+        &[&id, &user.id, &user.source, &request_id],
     )
     .await?;
     match done.as_deref() {
@@ -483,8 +484,8 @@ async fn create_user(
     let request_id = request_id::current();
     let id = call(
         &state,
-        "SELECT otobot.create_user($1, NULL, $2, $3, $4, 'tooljet', $5)::text",
-        &[&user.id, &email, &hash, &role, &request_id],
+        "SELECT otobot.create_user($1, NULL, $2, $3, $4, $5, $6)::text",
+        &[&user.id, &email, &hash, &role, &user.source, &request_id],
     )
     .await?;
     Ok((
@@ -504,8 +505,8 @@ async fn deactivate_user(
     let request_id = request_id::current();
     let done = call(
         &state,
-        "SELECT otobot.deactivate_user($1, $2, 'tooljet', $3)::text",
-        &[&user.id, &target, &request_id],
+        "SELECT otobot.deactivate_user($1, $2, $3, $4)::text",
+        &[&user.id, &target, &user.source, &request_id],
     )
     .await?;
     match done.as_deref() {
