@@ -76,7 +76,8 @@ function drawHeader() {
 
   const who = document.getElementById('who');
   who.hidden = !user;
-  who.textContent = user ? t('app.signedInAs', { email: user.email }) : '';
+  // The address is enough to see; screen readers hear the whole sentence.
+  replace(who, user ? [h('span', { class: 'visually-hidden' }, t('app.signedInAs', { email: '' })), user.email] : []);
   const logout = document.getElementById('logout');
   logout.hidden = !user;
   logout.textContent = t('app.logout');
