@@ -5,6 +5,26 @@
 const session = { user: null, csrf: null };
 let onExpired = () => {};
 
+// Whether this browser signed in and has not signed out since: without it,
+// a visit goes straight to the sign-in page without asking the server (the
+// cookie itself is out of the page's reach).
+const HINT = 'otobot.signedIn';
+function hint(on) {
+  try {
+    if (on) localStorage.setItem(HINT, '1');
+    else localStorage.removeItem(HINT);
+  } catch {
+    // Storage disabled: the server is asked every time.
+  }
+}
+function hinted() {
+  try {
+    return localStorage.getItem(HINT) === '1';
+  } catch {
+    return true;
+  }
+}
+
 export class ApiError extends Error {
   constructor(status, code, message, retryAfter) {
     super(message || code || `HTTP ${status}`);
@@ -50,6 +70,7 @@ async function request(method, path, body, { expectSession = true } = {}) {
     if (response.status === 401 && expectSession && session.user) {
       session.user = null;
       session.csrf = null;
+      hint(false);
       onExpired();
     }
     throw error;
@@ -59,13 +80,17 @@ async function request(method, path, body, { expectSession = true } = {}) {
 
 /** The current session, if the browser has a live one. */
 export async function resume() {
+  if (!hinted()) return null;
   try {
     const data = await request('GET', '/api/portal/session', undefined, { expectSession: false });
     session.user = data.user;
     session.csrf = data.csrfToken;
     return data.user;
   } catch (error) {
-    if (error.status === 401) return null;
+    if (error.status === 401) {
+      hint(false);
+      return null;
+    }
     throw error;
   }
 }
@@ -74,6 +99,7 @@ export async function login(email, password) {
   const data = await request('POST', '/api/portal/login', { email, password }, { expectSession: false });
   session.user = data.user;
   session.csrf = data.csrfToken;
+  hint(true);
   return data.user;
 }
 
@@ -83,6 +109,7 @@ export async function logout() {
   } finally {
     session.user = null;
     session.csrf = null;
+    hint(false);
   }
 }
 

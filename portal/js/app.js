@@ -23,6 +23,7 @@ const HOME = '/connections';
 
 const main = document.getElementById('main');
 let expiredNotice = false;
+let bootError = null;
 let renderCount = 0;
 
 /** A localized sentence for an API error. */
@@ -108,8 +109,9 @@ async function render() {
   // Move focus to the new page's heading, as a page load would.
   heading.focus();
   try {
-    const ctx = { navigate, describeError, expired: expiredNotice, user, isCurrent: () => count === renderCount };
+    const ctx = { navigate, describeError, expired: expiredNotice, error: bootError, user, isCurrent: () => count === renderCount };
     expiredNotice = false;
+    bootError = null;
     await route.page.render(body, ctx);
   } catch (error) {
     if (count !== renderCount) return;
@@ -143,9 +145,9 @@ async function start() {
   try {
     await api.resume();
   } catch (error) {
-    drawHeader();
-    replace(main, h('h1', { tabindex: '-1' }, t('app.name')), notice('error', describeError(error)));
-    return;
+    // The session could not be checked (server busy or down): the sign-in
+    // page, saying so, rather than a dead end.
+    bootError = describeError(error);
   }
   render();
 }

@@ -41,6 +41,7 @@ export async function render(body, ctx) {
 
   replace(body,
     ctx.expired ? notice('info', t('login.expired')) : null,
+    ctx.error ? notice('error', ctx.error) : null,
     h('p', { class: 'intro' }, t('login.intro')),
     form);
 }
