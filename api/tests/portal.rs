@@ -68,6 +68,29 @@ impl Session {
             .header(header::COOKIE, &self.cookie)
             .header("x-csrf-token", &self.csrf)
     }
+
+    async fn get(&self, app: &TestApp, path: &str) -> reqwest::Response {
+        self.request(app, reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A ToolJet bearer token.
+async fn bearer(app: &TestApp, email: &str) -> String {
+    let r = app
+        .http
+        .post(app.url("/api/tooljet/auth/login"))
+        .json(&json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "bearer login of {email}");
+    r.json::<Value>().await.unwrap()["authToken"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -240,19 +263,7 @@ async fn a_session_cookie_needs_its_csrf_header_and_bearer_tokens_work_as_before
         403
     );
     // A forged cookie, or a bearer token put in the cookie, is nobody.
-    let bearer = {
-        let r = app
-            .http
-            .post(app.url("/api/tooljet/auth/login"))
-            .json(&json!({ "email": "a@example.test", "password": PASSWORD }))
-            .send()
-            .await
-            .unwrap();
-        r.json::<Value>().await.unwrap()["authToken"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let bearer = bearer(&app, "a@example.test").await;
     let forged = format!("otobot_session={bearer}");
     assert_eq!(
         me(Some(&forged), Some(&a.csrf)).await.unwrap().status(),
@@ -353,11 +364,7 @@ async fn logout_ends_the_session_on_every_replica_and_a_deactivated_user_loses_t
         401,
         "ended everywhere"
     );
-    let r = a
-        .request(&app, reqwest::Method::GET, "/api/portal/session")
-        .send()
-        .await
-        .unwrap();
+    let r = a.get(&app, "/api/portal/session").await;
     assert_eq!(r.status(), 401);
     assert!(r.headers()[header::SET_COOKIE]
         .to_str()
@@ -418,32 +425,21 @@ async fn an_expired_or_idle_session_is_refused_and_the_page_can_recover_its_csrf
     assert_eq!(body["user"]["id"], a.body["user"]["id"]);
 
     let db = app.db.client().await;
-    db.execute(
-        "UPDATE otobot.portal_sessions SET last_seen_at = now() - interval '11 minutes'",
-        &[],
-    )
-    .await
-    .unwrap();
-    let me = a
-        .request(&app, reqwest::Method::GET, "/api/tooljet/me")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), 401, "idle for longer than the idle timeout");
-
-    let a = portal_login(&app, "a@example.test").await;
-    db.execute(
-        "UPDATE otobot.portal_sessions SET expires_at = now() WHERE ended_at IS NULL",
-        &[],
-    )
-    .await
-    .unwrap();
-    let me = a
-        .request(&app, reqwest::Method::GET, "/api/tooljet/me")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), 401, "past its lifetime");
+    for (sql, why) in [
+        (
+            "UPDATE otobot.portal_sessions SET last_seen_at = now() - interval '11 minutes'",
+            "idle for longer than the idle timeout",
+        ),
+        (
+            "UPDATE otobot.portal_sessions SET expires_at = now() WHERE ended_at IS NULL",
+            "past its lifetime",
+        ),
+    ] {
+        let a = portal_login(&app, "a@example.test").await;
+        assert_eq!(a.get(&app, "/api/tooljet/me").await.status(), 200);
+        db.execute(sql, &[]).await.unwrap();
+        assert_eq!(a.get(&app, "/api/tooljet/me").await.status(), 401, "{why}");
+    }
     app.stop().await;
 }
 
@@ -479,13 +475,10 @@ async fn the_access_history_shows_each_user_their_own_reads_only_an_admin_includ
         assert_eq!(r.status(), 200);
     }
     let a = portal_login(&app, "a@example.test").await;
-    let page = |s: &Session, query: &str| {
-        s.request(
-            &app,
-            reqwest::Method::GET,
-            &format!("/api/tooljet/access-history{query}"),
-        )
-        .send()
+    let page = |session: &Session, query: &str| {
+        let path = format!("/api/tooljet/access-history{query}");
+        let request = session.request(&app, reqwest::Method::GET, &path);
+        request.send()
     };
     let r = page(&a, "?limit=1").await.unwrap();
     assert_eq!(r.status(), 200);
@@ -539,19 +532,7 @@ async fn the_access_history_shows_each_user_their_own_reads_only_an_admin_includ
         "{admin}"
     );
     // The bearer token reads the same history.
-    let bearer = app
-        .http
-        .post(app.url("/api/tooljet/auth/login"))
-        .json(&json!({ "email": "c@example.test", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["authToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let bearer = bearer(&app, "c@example.test").await;
     let c: Value = app
         .http
         .get(app.url("/api/tooljet/access-history"))

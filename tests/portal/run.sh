@@ -22,6 +22,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 admin_url=${OTOBOT_TEST_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+# shellcheck source=../e2e-lib.sh
+. "$here/../e2e-lib.sh"
 export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 
 say() { printf '\033[1m==> [%3ss] %s\033[0m\n' "$SECONDS" "$*"; }
@@ -37,16 +39,6 @@ db="otobot_portal_$$"
 db_created=
 pids=()
 
-stop_group() { # pid: TERM its process group, KILL it after 5 s
-    local pid=$1 i
-    kill -TERM -- "-$pid" 2>/dev/null || return 0
-    for i in $(seq 1 50); do
-        kill -0 -- "-$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-}
-psql_admin() { psql "$admin_url" -X -q -v ON_ERROR_STOP=1 "$@"; }
 cleanup() {
     local status=$? pid
     trap - EXIT INT TERM
@@ -71,24 +63,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-db_url() { # user, password, database → URL on the admin URL's server
-    python3 - "$admin_url" "$@" <<'EOF'
-import sys, urllib.parse as u
-p = u.urlsplit(sys.argv[1]); user, password, db = sys.argv[2:5]
-host = p.hostname or "127.0.0.1"
-if ":" in host: host = f"[{host}]"
-auth = u.quote(user, safe="") + (":" + u.quote(password, safe="") if password else "")
-netloc = f"{auth}@{host}" + (f":{p.port}" if p.port else "")
-print(u.urlunsplit((p.scheme, netloc, "/" + db, p.query, "")))
-EOF
-}
-admin_db_url() { # the admin URL, on database $1
-    python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/"+sys.argv[2])))' "$admin_url" "$1"
-}
 
 # --- Build and install what the test needs (idempotent) ----------------------
 if [ -n "${OTOBOT_BIN:-}" ]; then
