@@ -14,8 +14,7 @@ use crate::keyring;
 pub fn mac(key_version: u32, message: &[u8]) -> Result<Vec<u8>, OtobotError> {
     keyring::with(|k| {
         let entry = k.get(key_version)?;
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(entry.mac_key.as_ref())
-            .expect("HMAC takes any key length");
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(entry.mac_key.as_ref()).expect("HMAC takes any key length");
         m.update(message);
         Ok(m.finalize().into_bytes().to_vec())
     })

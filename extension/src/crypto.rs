@@ -27,8 +27,7 @@ pub const TAG_LEN: usize = 16;
 /// gigabyte value from exhausting backend memory.
 pub const MAX_PLAINTEXT: usize = 1 << 20;
 /// Largest stored form accepted: version, two hex fields, base64 of the cap.
-pub const MAX_SEALED: usize =
-    11 + 1 + IV_LEN * 2 + 1 + TAG_LEN * 2 + 1 + MAX_PLAINTEXT.div_ceil(3) * 4;
+pub const MAX_SEALED: usize = 11 + 1 + IV_LEN * 2 + 1 + TAG_LEN * 2 + 1 + MAX_PLAINTEXT.div_ceil(3) * 4;
 
 /// HKDF labels: one purpose, one label, so keys derived for one use never
 /// serve another.
@@ -39,8 +38,7 @@ pub const LABEL_AUDIT_CHAIN: &[u8] = b"otobot/audit-chain/v1";
 pub fn derive(master: &[u8; KEY_LEN], label: &[u8]) -> Zeroizing<[u8; 32]> {
     let hk = Hkdf::<Sha256>::new(None, master);
     let mut out = Zeroizing::new([0u8; 32]);
-    hk.expand(label, out.as_mut())
-        .expect("32 bytes is a valid HKDF-SHA256 length");
+    hk.expand(label, out.as_mut()).expect("32 bytes is a valid HKDF-SHA256 length");
     out
 }
 
@@ -71,10 +69,7 @@ pub struct Cipher(Imp);
 
 enum Imp {
     #[cfg(target_arch = "x86_64")]
-    Clmul {
-        aes: Aes256,
-        ghash: clmul::Ghash,
-    },
+    Clmul { aes: Aes256, ghash: clmul::Ghash },
     Portable(Aes256Gcm),
 }
 
@@ -151,12 +146,7 @@ impl Cipher {
     }
 
     /// Encrypt `buf` in place; returns the tag.
-    pub fn seal_in_place(
-        &self,
-        iv: &[u8; IV_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> Result<[u8; TAG_LEN], OtobotError> {
+    pub fn seal_in_place(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], OtobotError> {
         match &self.0 {
             #[cfg(target_arch = "x86_64")]
             Imp::Clmul { aes, ghash } => {
@@ -240,9 +230,7 @@ mod clmul {
         /// `None` when the CPU lacks `PCLMULQDQ` or `SSSE3`: a `Ghash` exists
         /// only on CPUs that have them, which is what makes its unsafe calls sound.
         pub fn new(h: &[u8; 16]) -> Option<Self> {
-            if !(std::arch::is_x86_feature_detected!("pclmulqdq")
-                && std::arch::is_x86_feature_detected!("ssse3"))
-            {
+            if !(std::arch::is_x86_feature_detected!("pclmulqdq") && std::arch::is_x86_feature_detected!("ssse3")) {
                 return None;
             }
             let h1 = u128::from_be_bytes(*h);
@@ -250,9 +238,7 @@ mod clmul {
             let h2 = unsafe { gfmul(h1, h1) };
             let h3 = unsafe { gfmul(h2, h1) };
             let h4 = unsafe { gfmul(h3, h1) };
-            Some(Ghash {
-                h: [h1, h2, h3, h4],
-            })
+            Some(Ghash { h: [h1, h2, h3, h4] })
         }
 
         /// The GCM tag: GHASH(aad, ciphertext, lengths) XOR `mask`.
@@ -264,12 +250,7 @@ mod clmul {
 
     #[target_feature(enable = "pclmulqdq,ssse3")]
     unsafe fn ghash_tag(h: &[u128; 4], aad: &[u8], ct: &[u8], mask: &[u8; 16]) -> [u8; 16] {
-        let mut state = State {
-            h: h.map(vec),
-            y: zero(),
-            pending: [zero(); 4],
-            n: 0,
-        };
+        let mut state = State { h: h.map(vec), y: zero(), pending: [zero(); 4], n: 0 };
         state.absorb(aad);
         state.absorb(ct);
         let lengths = u128::from(aad.len() as u64 * 8) << 64 | u128::from(ct.len() as u64 * 8);
@@ -369,15 +350,9 @@ mod clmul {
     #[target_feature(enable = "pclmulqdq")]
     unsafe fn mul(a: __m128i, b: __m128i) -> (__m128i, __m128i) {
         let lo = _mm_clmulepi64_si128(a, b, 0x00);
-        let mid = _mm_xor_si128(
-            _mm_clmulepi64_si128(a, b, 0x10),
-            _mm_clmulepi64_si128(a, b, 0x01),
-        );
+        let mid = _mm_xor_si128(_mm_clmulepi64_si128(a, b, 0x10), _mm_clmulepi64_si128(a, b, 0x01));
         let hi = _mm_clmulepi64_si128(a, b, 0x11);
-        (
-            _mm_xor_si128(lo, _mm_slli_si128(mid, 8)),
-            _mm_xor_si128(hi, _mm_srli_si128(mid, 8)),
-        )
+        (_mm_xor_si128(lo, _mm_slli_si128(mid, 8)), _mm_xor_si128(hi, _mm_srli_si128(mid, 8)))
     }
 
     /// Reduce a 256-bit product of byte-reversed operands modulo the GCM
@@ -394,17 +369,11 @@ mod clmul {
         let lo = _mm_or_si128(lo, _mm_slli_si128(carry_lo, 4));
         let hi = _mm_or_si128(_mm_or_si128(hi, _mm_slli_si128(carry_hi, 4)), cross);
         // First phase.
-        let t = _mm_xor_si128(
-            _mm_xor_si128(_mm_slli_epi32(lo, 31), _mm_slli_epi32(lo, 30)),
-            _mm_slli_epi32(lo, 25),
-        );
+        let t = _mm_xor_si128(_mm_xor_si128(_mm_slli_epi32(lo, 31), _mm_slli_epi32(lo, 30)), _mm_slli_epi32(lo, 25));
         let t_hi = _mm_srli_si128(t, 4);
         let lo = _mm_xor_si128(lo, _mm_slli_si128(t, 12));
         // Second phase.
-        let u = _mm_xor_si128(
-            _mm_xor_si128(_mm_srli_epi32(lo, 1), _mm_srli_epi32(lo, 2)),
-            _mm_srli_epi32(lo, 7),
-        );
+        let u = _mm_xor_si128(_mm_xor_si128(_mm_srli_epi32(lo, 1), _mm_srli_epi32(lo, 2)), _mm_srli_epi32(lo, 7));
         let lo = _mm_xor_si128(lo, _mm_xor_si128(u, t_hi));
         _mm_xor_si128(hi, lo)
     }
@@ -422,9 +391,7 @@ pub struct Sealed<'a> {
 // SECURITY: no Debug for Sealed would print IV or ciphertext; keep it opaque.
 impl std::fmt::Debug for Sealed<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealed")
-            .field("version", &self.version)
-            .finish_non_exhaustive()
+        f.debug_struct("Sealed").field("version", &self.version).finish_non_exhaustive()
     }
 }
 
@@ -475,11 +442,8 @@ fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
 
 /// Parse a key version: decimal digits only, 1..=i32::MAX (it is an SQL int).
 pub fn parse_version(s: &str) -> Result<u32, OtobotError> {
-    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) || s.starts_with('0')
-    {
-        return Err(OtobotError::Malformed(
-            "key version is not a positive decimal number",
-        ));
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) || s.starts_with('0') {
+        return Err(OtobotError::Malformed("key version is not a positive decimal number"));
     }
     match s.parse::<u32>() {
         Ok(v) if v >= 1 && v <= i32::MAX as u32 => Ok(v),
@@ -516,12 +480,7 @@ fn parse_well_formed(sealed: &str) -> Option<Sealed<'_>> {
     }
     let version = parse_version(&sealed[..c1]).ok()?;
     // c3 is an ASCII ':' so this is a char boundary.
-    Some(Sealed {
-        version,
-        iv,
-        tag,
-        ciphertext_b64: &sealed[c3 + 1..],
-    })
+    Some(Sealed { version, iv, tag, ciphertext_b64: &sealed[c3 + 1..] })
 }
 
 fn parse_general(sealed: &str) -> Result<Sealed<'_>, OtobotError> {
@@ -532,27 +491,19 @@ fn parse_general(sealed: &str) -> Result<Sealed<'_>, OtobotError> {
         return Err(OtobotError::Malformed("value is too large"));
     }
     let mut parts = sealed.splitn(4, ':');
-    let (Some(v), Some(iv), Some(tag), Some(ct)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(v), Some(iv), Some(tag), Some(ct)) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(OtobotError::Malformed("expected version:iv:tag:ciphertext"));
     };
     let version = parse_version(v)?;
-    let iv = parse_hex::<IV_LEN>(iv.as_bytes()).ok_or(OtobotError::Malformed(
-        "iv must be 24 lowercase hex characters",
-    ))?;
-    let tag = parse_hex::<TAG_LEN>(tag.as_bytes()).ok_or(OtobotError::Malformed(
-        "tag must be 32 lowercase hex characters",
-    ))?;
+    let iv = parse_hex::<IV_LEN>(iv.as_bytes())
+        .ok_or(OtobotError::Malformed("iv must be 24 lowercase hex characters"))?;
+    let tag = parse_hex::<TAG_LEN>(tag.as_bytes())
+        .ok_or(OtobotError::Malformed("tag must be 32 lowercase hex characters"))?;
     if ct.contains(':') {
         return Err(OtobotError::Malformed("expected version:iv:tag:ciphertext"));
     }
-    Ok(Sealed {
-        version,
-        iv,
-        tag,
-        ciphertext_b64: ct,
-    })
+    Ok(Sealed { version, iv, tag, ciphertext_b64: ct })
 }
 
 const B64_CHARS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -576,11 +527,7 @@ const fn b64_len(n: usize) -> usize {
 
 /// Standard padded base64 of `input` into `out`, exactly `b64_len(input.len())` long.
 fn base64_encode(input: &[u8], out: &mut [u8]) {
-    assert_eq!(
-        out.len(),
-        b64_len(input.len()),
-        "base64 output buffer of the wrong size"
-    );
+    assert_eq!(out.len(), b64_len(input.len()), "base64 output buffer of the wrong size");
     let digit = |v: u32| B64_CHARS[(v & 63) as usize];
     let (triples, tail) = input.as_chunks::<3>();
     let (quads, last) = out.as_chunks_mut::<4>();
@@ -614,10 +561,7 @@ fn base64_decode(input: &[u8], out: &mut [u8]) -> Option<usize> {
     let Some((body, last)) = input.split_last_chunk::<4>() else {
         return Some(0);
     };
-    assert!(
-        out.len() >= input.len() / 4 * 3,
-        "base64 output buffer too small"
-    );
+    assert!(out.len() >= input.len() / 4 * 3, "base64 output buffer too small");
     let v = |c: u8| u32::from(B64_VALUE[c as usize]);
     // Digit values are below 64, `INVALID` is not: OR them all, check once.
     let mut digits = 0u32;
@@ -769,11 +713,7 @@ impl Drop for Wipe<'_> {
 /// Decrypt a parsed value with the cipher of its version. The plaintext
 /// buffer is zeroized when dropped.
 #[cfg(test)]
-pub fn decrypt(
-    cipher: &Cipher,
-    sealed: &Sealed<'_>,
-    aad: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, OtobotError> {
+pub fn decrypt(cipher: &Cipher, sealed: &Sealed<'_>, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, OtobotError> {
     decrypt_with(cipher, sealed, aad, |plain| Zeroizing::new(plain.to_vec()))
 }
 
@@ -799,12 +739,7 @@ mod tests {
 
     #[test]
     fn a_value_decrypts_to_what_was_encrypted() {
-        assert_eq!(
-            roundtrip(b"ya29.token", b"c:encrypted_access_token")
-                .unwrap()
-                .as_slice(),
-            b"ya29.token"
-        );
+        assert_eq!(roundtrip(b"ya29.token", b"c:encrypted_access_token").unwrap().as_slice(), b"ya29.token");
         assert_eq!(roundtrip(b"", b"aad").unwrap().as_slice(), b"");
         let big = vec![b'x'; MAX_PLAINTEXT];
         assert_eq!(roundtrip(&big, b"aad").unwrap().len(), MAX_PLAINTEXT);
@@ -814,14 +749,7 @@ mod tests {
     fn values_of_every_small_length_and_around_the_reused_buffer_size_round_trip() {
         let c = new_cipher(&key(1));
         let mut r = rng();
-        let lens = (0..300).chain([
-            REUSED_MAX - 3,
-            REUSED_MAX - 1,
-            REUSED_MAX,
-            REUSED_MAX + 1,
-            REUSED_MAX + 2,
-            100_000,
-        ]);
+        let lens = (0..300).chain([REUSED_MAX - 3, REUSED_MAX - 1, REUSED_MAX, REUSED_MAX + 1, REUSED_MAX + 2, 100_000]);
         for n in lens {
             let mut plain = vec![0u8; n];
             r.fill_bytes(&mut plain);
@@ -832,23 +760,14 @@ mod tests {
             let tag = parse(&s).unwrap().tag;
             let mut raw = B64.decode(ct).unwrap();
             let iv = parse(&s).unwrap().iv;
-            Cipher::portable(&key(1))
-                .open_in_place(&iv, b"aad", &mut raw, &tag)
-                .unwrap();
+            Cipher::portable(&key(1)).open_in_place(&iv, b"aad", &mut raw, &tag).unwrap();
             assert_eq!(raw, plain, "length {n}");
-            assert_eq!(
-                decrypt(&c, &parse(&s).unwrap(), b"aad").unwrap().as_slice(),
-                &plain[..],
-                "length {n}"
-            );
+            assert_eq!(decrypt(&c, &parse(&s).unwrap(), b"aad").unwrap().as_slice(), &plain[..], "length {n}");
         }
     }
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     fn accelerated(c: &Cipher) -> bool {
@@ -858,9 +777,7 @@ mod tests {
     #[test]
     fn the_cipher_is_accelerated_where_the_cpu_allows() {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq")
-        {
+        if std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq") {
             assert!(accelerated(&new_cipher(&key(1))));
         }
         assert!(!accelerated(&Cipher::portable(&key(1))));
@@ -880,38 +797,10 @@ mod tests {
         let zero_key = "00".repeat(32);
         let zero_iv = "00".repeat(12);
         let cases = [
-            (
-                zero_key.as_str(),
-                zero_iv.as_str(),
-                "",
-                "",
-                "",
-                "530f8afbc74536b9a963b4f1c4cb738b",
-            ),
-            (
-                &zero_key,
-                &zero_iv,
-                &"00".repeat(16),
-                "",
-                "cea7403d4d606b6e074ec5d3baf39d18",
-                "d0d1c8a799996bf0265b98b5d48ab919",
-            ),
-            (
-                k15,
-                iv15,
-                &p15,
-                "",
-                &c15,
-                "b094dac5d93471bdec1a502270e3cc6c",
-            ),
-            (
-                k15,
-                iv15,
-                &p15[..120],
-                "feedfacedeadbeeffeedfacedeadbeefabaddad2",
-                &c15[..120],
-                "76fc6ece0f4e1768cddf8853bb2d551b",
-            ),
+            (zero_key.as_str(), zero_iv.as_str(), "", "", "", "530f8afbc74536b9a963b4f1c4cb738b"),
+            (&zero_key, &zero_iv, &"00".repeat(16), "", "cea7403d4d606b6e074ec5d3baf39d18", "d0d1c8a799996bf0265b98b5d48ab919"),
+            (k15, iv15, &p15, "", &c15, "b094dac5d93471bdec1a502270e3cc6c"),
+            (k15, iv15, &p15[..120], "feedfacedeadbeeffeedfacedeadbeefabaddad2", &c15[..120], "76fc6ece0f4e1768cddf8853bb2d551b"),
         ];
         for (k, iv, p, a, c, t) in cases {
             let k: [u8; 32] = unhex(k).try_into().unwrap();
@@ -930,9 +819,7 @@ mod tests {
     #[test]
     fn the_accelerated_gcm_agrees_with_the_aes_gcm_crate() {
         let mut r = rng();
-        let aad_lens = [
-            0, 1, 8, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 80, 127, 128, 129, 200,
-        ];
+        let aad_lens = [0, 1, 8, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 80, 127, 128, 129, 200];
         let pt_lens = (0..=300).chain([383, 384, 385, 495, 496, 497, 752, 753, 1000, 4096, 65_541]);
         for (round, n) in pt_lens.enumerate() {
             let mut k = [0u8; 32];
@@ -947,11 +834,7 @@ mod tests {
             let (mut c1, mut c2) = (plain.clone(), plain.clone());
             let t1 = fast.seal_in_place(&iv, &aad, &mut c1).unwrap();
             let t2 = reference.seal_in_place(&iv, &aad, &mut c2).unwrap();
-            assert_eq!(
-                (&c1, t1),
-                (&c2, t2),
-                "plaintext {n} bytes, aad {a_len} bytes"
-            );
+            assert_eq!((&c1, t1), (&c2, t2), "plaintext {n} bytes, aad {a_len} bytes");
             // Each opens what the other sealed.
             let mut o = c2.clone();
             fast.open_in_place(&iv, &aad, &mut o, &t2).unwrap();
@@ -967,9 +850,7 @@ mod tests {
                 let e = fast.open_in_place(iv, aad, &mut o, tag);
                 assert!(matches!(e, Err(OtobotError::AuthenticationFailed)));
                 assert_eq!(o, ct);
-                assert!(reference
-                    .open_in_place(iv, aad, &mut ct.to_vec(), tag)
-                    .is_err());
+                assert!(reference.open_in_place(iv, aad, &mut ct.to_vec(), tag).is_err());
             };
             if n > 0 {
                 let mut c = c1.clone();
@@ -999,12 +880,7 @@ mod tests {
             let aad = format!("{i}:encrypted_access_token");
             let (mut c1, mut c2) = (plain.clone(), plain.clone());
             let t1 = fast.seal_in_place(&iv, aad.as_bytes(), &mut c1).unwrap();
-            assert_eq!(
-                t1,
-                reference
-                    .seal_in_place(&iv, aad.as_bytes(), &mut c2)
-                    .unwrap()
-            );
+            assert_eq!(t1, reference.seal_in_place(&iv, aad.as_bytes(), &mut c2).unwrap());
             assert_eq!(c1, c2);
         }
     }
@@ -1047,9 +923,7 @@ mod tests {
         }
         for _ in 0..200_000 {
             let len = (r.next_u32() % 13) as usize;
-            let s: Vec<u8> = (0..len)
-                .map(|_| specials[(r.next_u32() as usize) % specials.len()])
-                .collect();
+            let s: Vec<u8> = (0..len).map(|_| specials[(r.next_u32() as usize) % specials.len()]).collect();
             decide(&s);
         }
         // Every pair of final digits in both padded forms (trailing bits).
@@ -1066,13 +940,7 @@ mod tests {
     fn the_fast_parse_agrees_with_the_general_one() {
         let c = new_cipher(&key(1));
         let mut r = rng();
-        for (version, len) in [
-            (1, 0),
-            (7, 5),
-            (42, 120),
-            (2147483647, 300),
-            (1_000_000, 2000),
-        ] {
+        for (version, len) in [(1, 0), (7, 5), (42, 120), (2147483647, 300), (1_000_000, 2000)] {
             let s = encrypt(&c, version, &mut r, &vec![b'p'; len], b"aad").unwrap();
             let fast = parse_well_formed(&s).expect("well formed");
             assert_eq!(fast, parse_general(&s).unwrap());
@@ -1084,12 +952,7 @@ mod tests {
             format!("1:{}:{}:{}:", p[1], p[2], p[3]),
             format!("1:{}:{}:a:b", p[1], p[2]),
             format!("1:{}:{}:{}", p[1].to_uppercase(), p[2], p[3]),
-            format!(
-                "1:{}:{}:{}",
-                p[1],
-                p[2].replace(|c: char| c.is_ascii_digit(), "G"),
-                p[3]
-            ),
+            format!("1:{}:{}:{}", p[1], p[2].replace(|c: char| c.is_ascii_digit(), "G"), p[3]),
             format!("01:{}:{}:{}", p[1], p[2], p[3]),
             format!("3000000000:{}:{}:{}", p[1], p[2], p[3]),
             format!("12345678901:{}:{}:{}", p[1], p[2], p[3]),
@@ -1123,10 +986,7 @@ mod tests {
         assert_eq!(parts[0], "42");
         assert_eq!(parts[1].len(), 24);
         assert_eq!(parts[2].len(), 32);
-        assert!(parts[1]
-            .bytes()
-            .chain(parts[2].bytes())
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(parts[1].bytes().chain(parts[2].bytes()).all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert_eq!(B64.decode(parts[3]).unwrap().len(), 5);
     }
 
@@ -1155,48 +1015,27 @@ mod tests {
         let s = encrypt(&c, 1, &mut rng(), b"secret-token-value", b"aad").unwrap();
         for field in [1, 2] {
             let t = flip_hex_char(&s, field);
-            assert!(matches!(
-                decrypt(&c, &parse(&t).unwrap(), b"aad"),
-                Err(OtobotError::AuthenticationFailed)
-            ));
+            assert!(matches!(decrypt(&c, &parse(&t).unwrap(), b"aad"), Err(OtobotError::AuthenticationFailed)));
         }
         let mut parts: Vec<String> = s.split(':').map(str::to_string).collect();
         let mut raw = B64.decode(&parts[3]).unwrap();
         raw[0] ^= 1;
         parts[3] = B64.encode(raw);
         let t = parts.join(":");
-        assert!(matches!(
-            decrypt(&c, &parse(&t).unwrap(), b"aad"),
-            Err(OtobotError::AuthenticationFailed)
-        ));
+        assert!(matches!(decrypt(&c, &parse(&t).unwrap(), b"aad"), Err(OtobotError::AuthenticationFailed)));
     }
 
     #[test]
     fn the_wrong_associated_data_fails_authentication() {
         let c = new_cipher(&key(1));
-        let s = encrypt(
-            &c,
-            1,
-            &mut rng(),
-            b"token",
-            b"11111111-1111-1111-1111-111111111111:encrypted_access_token",
-        )
-        .unwrap();
+        let s = encrypt(&c, 1, &mut rng(), b"token", b"11111111-1111-1111-1111-111111111111:encrypted_access_token").unwrap();
         let p = parse(&s).unwrap();
         assert!(matches!(
-            decrypt(
-                &c,
-                &p,
-                b"22222222-2222-2222-2222-222222222222:encrypted_access_token"
-            ),
+            decrypt(&c, &p, b"22222222-2222-2222-2222-222222222222:encrypted_access_token"),
             Err(OtobotError::AuthenticationFailed)
         ));
         assert!(matches!(
-            decrypt(
-                &c,
-                &p,
-                b"11111111-1111-1111-1111-111111111111:encrypted_refresh_token"
-            ),
+            decrypt(&c, &p, b"11111111-1111-1111-1111-111111111111:encrypted_refresh_token"),
             Err(OtobotError::AuthenticationFailed)
         ));
     }
@@ -1236,12 +1075,7 @@ mod tests {
         let c = new_cipher(&key(1));
         for case in &cases {
             let r = parse(case).and_then(|p| decrypt(&c, &p, b"aad"));
-            assert!(
-                matches!(r, Err(OtobotError::Malformed(_))),
-                "case {:?} gave {:?}",
-                &case[..case.len().min(60)],
-                r.err()
-            );
+            assert!(matches!(r, Err(OtobotError::Malformed(_))), "case {:?} gave {:?}", &case[..case.len().min(60)], r.err());
         }
     }
 
@@ -1260,9 +1094,7 @@ mod tests {
         let parts: Vec<&str> = s.split(':').collect();
         let bad = format!("1:{}:{}:{}", parts[1], parts[2], "@@@@");
         for e in [
-            parse(&bad)
-                .and_then(|p| decrypt(&new_cipher(&key(1)), &p, b"aad"))
-                .unwrap_err(),
+            parse(&bad).and_then(|p| decrypt(&new_cipher(&key(1)), &p, b"aad")).unwrap_err(),
             decrypt(&new_cipher(&key(2)), &parse(&s).unwrap(), b"aad").unwrap_err(),
         ] {
             let msg = e.to_string();
@@ -1281,3 +1113,4 @@ mod tests {
         assert_ne!(*derive(&key(1), LABEL_AUDIT_CHAIN), a);
     }
 }
+

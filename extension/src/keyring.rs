@@ -68,10 +68,7 @@ impl Keyring {
     }
 
     pub fn versions(&self) -> Vec<(u32, bool)> {
-        self.entries
-            .iter()
-            .map(|(v, _)| (*v, Some(*v) == self.current))
-            .collect()
+        self.entries.iter().map(|(v, _)| (*v, Some(*v) == self.current)).collect()
     }
 }
 
@@ -131,8 +128,7 @@ fn check_or_record(version: u32, check: &[u8; 32]) -> Result<(), OtobotError> {
     const READ: &str = "SELECT (SELECT check_value FROM otobot.key_versions WHERE version = $1)";
     let v = version as i32;
     let read = || -> Result<Option<Vec<u8>>, OtobotError> {
-        Spi::get_one_with_args::<Vec<u8>>(READ, &[v.into()])
-            .map_err(|_| OtobotError::KeyCheckStore(version))
+        Spi::get_one_with_args::<Vec<u8>>(READ, &[v.into()]).map_err(|_| OtobotError::KeyCheckStore(version))
     };
     let stored = match read()? {
         Some(s) => s,

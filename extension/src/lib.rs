@@ -39,31 +39,16 @@ fn decrypt_str(ciphertext: &str, aad: &str) -> Result<String, OtobotError> {
     // The plaintext is only ever in a buffer zeroized on return, and in the
     // one String handed to PostgreSQL.
     keyring::with(|k| {
-        crypto::decrypt_with(
-            &k.get(sealed.version)?.cipher,
-            &sealed,
-            aad.as_bytes(),
-            |plain| {
-                std::str::from_utf8(plain)
-                    .map(str::to_owned)
-                    .map_err(|_| OtobotError::NotUtf8)
-            },
-        )
+        crypto::decrypt_with(&k.get(sealed.version)?.cipher, &sealed, aad.as_bytes(), |plain| {
+            std::str::from_utf8(plain).map(str::to_owned).map_err(|_| OtobotError::NotUtf8)
+        })
     })?
 }
 
 fn encrypt_str(plaintext: &str, aad: &str) -> Result<String, OtobotError> {
     keyring::with(|k| {
         let (version, entry) = k.current()?;
-        keyring::with_rng(|rng| {
-            crypto::encrypt(
-                &entry.cipher,
-                version,
-                rng,
-                plaintext.as_bytes(),
-                aad.as_bytes(),
-            )
-        })
+        keyring::with_rng(|rng| crypto::encrypt(&entry.cipher, version, rng, plaintext.as_bytes(), aad.as_bytes()))
     })
 }
 
@@ -119,11 +104,7 @@ fn otobot_unload_keys() {
 /// The versions loaded in this session (never the keys).
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn otobot_keyring() -> TableIterator<'static, (name!(version, i32), name!(is_current, bool))> {
-    TableIterator::new(
-        keyring::with(|k| k.versions())
-            .into_iter()
-            .map(|(v, c)| (v as i32, c)),
-    )
+    TableIterator::new(keyring::with(|k| k.versions()).into_iter().map(|(v, c)| (v as i32, c)))
 }
 
 /// The current key version of this session; an error when none is loaded.
@@ -187,36 +168,25 @@ mod tests {
     }
 
     fn one(sql: &str) -> String {
-        Spi::get_one::<String>(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .expect("a value")
+        Spi::get_one::<String>(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).expect("a value")
     }
 
     fn fails_with(sql: &str, needle: &str) {
-        let r = PgTryBuilder::new(|| {
-            Spi::run(sql)
-                .map(|_| String::new())
-                .unwrap_or_else(|e| e.to_string())
-        })
-        .catch_others(|e| match e {
-            pg_sys::panic::CaughtError::PostgresError(r)
-            | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
-            pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-        })
-        .execute();
-        assert!(
-            r.contains(needle),
-            "{sql}: expected an error containing {needle:?}, got {r:?}"
-        );
+        let r = PgTryBuilder::new(|| Spi::run(sql).map(|_| String::new()).unwrap_or_else(|e| e.to_string()))
+            .catch_others(|e| match e {
+                pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => {
+                    r.message().to_string()
+                }
+                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            })
+            .execute();
+        assert!(r.contains(needle), "{sql}: expected an error containing {needle:?}, got {r:?}");
     }
 
     #[pg_test]
     fn with_no_key_loaded_encryption_is_a_clear_error() {
         run("SELECT otobot.otobot_unload_keys()");
-        fails_with(
-            "SELECT otobot.otobot_encrypt('x', 'a')",
-            "no encryption key is loaded",
-        );
+        fails_with("SELECT otobot.otobot_encrypt('x', 'a')", "no encryption key is loaded");
     }
 
     #[pg_test]
@@ -224,10 +194,7 @@ mod tests {
         run(&format!("SELECT otobot.otobot_load_key(1, {K1}, true)"));
         let out = one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('ya29.secret', 'c1:encrypted_access_token'), 'c1:encrypted_access_token')");
         assert_eq!(out, "ya29.secret");
-        let v = Spi::get_one::<i32>(
-            "SELECT otobot.otobot_key_version(otobot.otobot_encrypt('x', 'a'))",
-        )
-        .unwrap();
+        let v = Spi::get_one::<i32>("SELECT otobot.otobot_key_version(otobot.otobot_encrypt('x', 'a'))").unwrap();
         assert_eq!(v, Some(1));
     }
 
@@ -243,15 +210,9 @@ mod tests {
     #[pg_test]
     fn a_wrong_key_for_a_recorded_version_is_refused_naming_the_version() {
         run(&format!("SELECT otobot.otobot_load_key(1, {K1}, true)"));
-        fails_with(
-            &format!("SELECT otobot.otobot_load_key(1, {K2}, true)"),
-            "key check failed for version 1",
-        );
+        fails_with(&format!("SELECT otobot.otobot_load_key(1, {K2}, true)"), "key check failed for version 1");
         // The good key still works after the refused load.
-        assert_eq!(
-            one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('x','a'),'a')"),
-            "x"
-        );
+        assert_eq!(one("SELECT otobot.otobot_decrypt(otobot.otobot_encrypt('x','a'),'a')"), "x");
     }
 
     #[pg_test]
@@ -259,10 +220,7 @@ mod tests {
         run(&format!("SELECT otobot.otobot_load_key(7, {K3}, false)"));
         let n = Spi::get_one::<i64>("SELECT count(*) FROM otobot.key_versions WHERE version = 7 AND octet_length(check_value) = 32").unwrap();
         assert_eq!(n, Some(1));
-        let leaked = Spi::get_one::<bool>(&format!(
-            "SELECT bool_or(check_value = {K3}) FROM otobot.key_versions"
-        ))
-        .unwrap();
+        let leaked = Spi::get_one::<bool>(&format!("SELECT bool_or(check_value = {K3}) FROM otobot.key_versions")).unwrap();
         assert_eq!(leaked, Some(false));
     }
 
@@ -274,22 +232,10 @@ mod tests {
         run(&format!("SELECT otobot.otobot_load_key(2, {K2}, true)"));
         let current = Spi::get_one::<i32>("SELECT otobot.otobot_current_key_version()").unwrap();
         assert_eq!(current, Some(2));
-        assert_eq!(
-            one(&format!(
-                "SELECT otobot.otobot_decrypt('{old}', 'c:encrypted_access_token')"
-            )),
-            "legacy-token"
-        );
-        let moved = one(&format!(
-            "SELECT otobot.otobot_reencrypt('{old}', 'c:encrypted_access_token')"
-        ));
+        assert_eq!(one(&format!("SELECT otobot.otobot_decrypt('{old}', 'c:encrypted_access_token')")), "legacy-token");
+        let moved = one(&format!("SELECT otobot.otobot_reencrypt('{old}', 'c:encrypted_access_token')"));
         assert!(moved.starts_with("2:"), "{moved}");
-        assert_eq!(
-            one(&format!(
-                "SELECT otobot.otobot_decrypt('{moved}', 'c:encrypted_access_token')"
-            )),
-            "legacy-token"
-        );
+        assert_eq!(one(&format!("SELECT otobot.otobot_decrypt('{moved}', 'c:encrypted_access_token')")), "legacy-token");
         let versions = one("SELECT string_agg(version || ':' || is_current, ',' ORDER BY version) FROM otobot.otobot_keyring()");
         assert_eq!(versions, "1:false,2:true");
     }
@@ -299,30 +245,12 @@ mod tests {
         run(&format!("SELECT otobot.otobot_load_key(1, {K1}, true)"));
         let s = one("SELECT otobot.otobot_encrypt('x', 'a')");
         let as_v9 = format!("9{}", &s[1..]);
-        fails_with(
-            &format!("SELECT otobot.otobot_decrypt('{as_v9}', 'a')"),
-            "unknown key version 9",
-        );
-        fails_with(
-            "SELECT otobot.otobot_decrypt('', 'a')",
-            "malformed ciphertext",
-        );
-        fails_with(
-            "SELECT otobot.otobot_decrypt('1:00:00', 'a')",
-            "malformed ciphertext",
-        );
-        fails_with(
-            "SELECT otobot.otobot_decrypt(repeat('1', 3000000), 'a')",
-            "malformed ciphertext",
-        );
-        fails_with(
-            &format!("SELECT otobot.otobot_load_key(3, {K1}::bytea || '\\x00'::bytea, true)"),
-            "must be exactly 32 bytes",
-        );
-        fails_with(
-            &format!("SELECT otobot.otobot_load_key(0, {K1}, true)"),
-            "versions start at 1",
-        );
+        fails_with(&format!("SELECT otobot.otobot_decrypt('{as_v9}', 'a')"), "unknown key version 9");
+        fails_with("SELECT otobot.otobot_decrypt('', 'a')", "malformed ciphertext");
+        fails_with("SELECT otobot.otobot_decrypt('1:00:00', 'a')", "malformed ciphertext");
+        fails_with("SELECT otobot.otobot_decrypt(repeat('1', 3000000), 'a')", "malformed ciphertext");
+        fails_with(&format!("SELECT otobot.otobot_load_key(3, {K1}::bytea || '\\x00'::bytea, true)"), "must be exactly 32 bytes");
+        fails_with(&format!("SELECT otobot.otobot_load_key(0, {K1}, true)"), "versions start at 1");
     }
 
     #[pg_test]
@@ -350,19 +278,10 @@ mod tests {
     fn the_audit_mac_depends_on_the_key_version() {
         run(&format!("SELECT otobot.otobot_load_key(1, {K1}, true)"));
         run(&format!("SELECT otobot.otobot_load_key(2, {K2}, false)"));
-        let same = Spi::get_one::<bool>(
-            "SELECT otobot.otobot_audit_mac(1, 'row') = otobot.otobot_audit_mac(1, 'row')",
-        )
-        .unwrap();
-        let differ = Spi::get_one::<bool>(
-            "SELECT otobot.otobot_audit_mac(1, 'row') <> otobot.otobot_audit_mac(2, 'row')",
-        )
-        .unwrap();
+        let same = Spi::get_one::<bool>("SELECT otobot.otobot_audit_mac(1, 'row') = otobot.otobot_audit_mac(1, 'row')").unwrap();
+        let differ = Spi::get_one::<bool>("SELECT otobot.otobot_audit_mac(1, 'row') <> otobot.otobot_audit_mac(2, 'row')").unwrap();
         assert_eq!((same, differ), (Some(true), Some(true)));
-        fails_with(
-            "SELECT otobot.otobot_audit_mac(5, 'row')",
-            "unknown key version 5",
-        );
+        fails_with("SELECT otobot.otobot_audit_mac(5, 'row')", "unknown key version 5");
     }
 }
 
