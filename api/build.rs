@@ -1,5 +1,6 @@
 //! Embeds `../migrations/*.sql` in the binary as `$OUT_DIR/migrations.rs`:
-//! a `(version, file name, contents)` table in version order.
+//! a `(version, file name, contents)` table in version order; and the
+//! portal's files (`../portal/`) as `$OUT_DIR/portal_assets.rs`.
 
 use std::{env, fs, path::PathBuf};
 
@@ -52,6 +53,73 @@ fn main() {
     table.push_str("];\n");
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR")).join("migrations.rs");
     fs::write(out, table).expect("write migrations.rs");
+
+    portal_assets(&manifest.join("../portal"));
+}
+
+/// `(path, content type, bytes, etag)` of every file under `dir`, sorted.
+fn portal_assets(dir: &std::path::Path) {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files = Vec::new();
+    if dir.is_dir() {
+        collect(
+            &dir.canonicalize().expect("portal directory"),
+            "",
+            &mut files,
+        );
+    }
+    files.sort();
+    let mut table = String::from(
+        "/// `(path under /portal/, content type, bytes, ETag)` of every embedded portal file.\n",
+    );
+    table.push_str("static PORTAL_ASSETS: &[(&str, &str, &[u8], &str)] = &[\n");
+    for (name, path) in &files {
+        let bytes = fs::read(path).expect("read portal file");
+        let ext = name.rsplit('.').next().unwrap_or_default();
+        let content_type = match ext {
+            "html" => "text/html; charset=utf-8",
+            "css" => "text/css; charset=utf-8",
+            "js" | "mjs" => "text/javascript; charset=utf-8",
+            "json" => "application/json",
+            "svg" => "image/svg+xml",
+            "png" => "image/png",
+            "ico" => "image/x-icon",
+            "txt" => "text/plain; charset=utf-8",
+            _ => {
+                panic!("portal/{name}: no content type for .{ext} files (add one in api/build.rs)")
+            }
+        };
+        // FNV-1a: a cache validator, not a security measure.
+        let etag = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let path = path.to_str().expect("portal path is UTF-8");
+        table.push_str(&format!(
+            "    ({name:?}, {content_type:?}, include_bytes!({path:?}), \"\\\"{etag:016x}\\\"\"),\n"
+        ));
+    }
+    table.push_str("];\n");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR")).join("portal_assets.rs");
+    fs::write(out, table).expect("write portal_assets.rs");
+}
+
+fn collect(dir: &std::path::Path, prefix: &str, files: &mut Vec<(String, PathBuf)>) {
+    for entry in fs::read_dir(dir).expect("read portal directory") {
+        let path = entry.expect("read portal directory").path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        println!("cargo:rerun-if-changed={}", path.display());
+        let relative = format!("{prefix}{name}");
+        if path.is_dir() {
+            collect(&path, &format!("{relative}/"), files);
+        } else {
+            files.push((relative, path));
+        }
+    }
 }
 
 /// The version of `^\d{4}_[a-z0-9_]+\.sql$`, or `None` when the name does not match.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything Otobot needs on Debian 12, idempotently: PostgreSQL 15
 # and its server headers, the C toolchain pgrx needs, and cargo-pgrx.
+#   --for-tests  also the browser the portal's tests drive (Debian's chromium)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -8,6 +9,7 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 
 pkgs=(postgresql-$PG_MAJOR postgresql-contrib postgresql-server-dev-$PG_MAJOR libclang-dev clang bison flex
       build-essential libreadline-dev zlib1g-dev pkg-config sudo openssl python3 ca-certificates docker-compose)
+[ "${1:-}" = "--for-tests" ] && pkgs+=(chromium)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -5,7 +5,7 @@
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 set -e
-"$ROOT/scripts/install-deps.sh"
+"$ROOT/scripts/install-deps.sh" --for-tests
 load_env
 "$ROOT/scripts/ensure-postgres.sh"
 bootstrap_database
@@ -58,6 +58,7 @@ suite "sql (tests/sql)" sql_suite
 suite "api (cargo test)" api_tests
 suite "n8n node (lint, build, unit tests)" n8n_node
 suite "docker files (compose config)" "$ROOT/docker/check.sh"
+suite "portal (real browser)" "$ROOT/tests/portal/run.sh"
 # Real n8n end to end: installing n8n takes ~11 minutes once (make e2e-n8n
 # does it); with it cached, or OTOBOT_E2E_N8N=1, the suite runs here (~2 min).
 if [ -d "${XDG_CACHE_HOME:-$HOME/.cache}/otobot/n8n-1.123.81/node_modules/n8n" ] || [ "${OTOBOT_E2E_N8N:-}" = 1 ]; then

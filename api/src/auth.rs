@@ -54,7 +54,8 @@ impl InternalTokens {
     }
 }
 
-/// A user authenticated by `Authorization: Bearer <JWT>`.
+/// A user authenticated by `Authorization: Bearer <JWT>` (ToolJet), or
+/// without that header by a portal session (`session::authenticate`).
 ///
 /// The token proves who the caller was when it was issued; each database
 /// call then checks the user is still active (a deactivated user's token
@@ -64,6 +65,9 @@ pub struct AuthUser {
     pub id: uuid::Uuid,
     pub client_id: uuid::Uuid,
     pub role: String,
+    /// The audit log's `source` for what this user does: `tooljet` (bearer
+    /// token) or `portal` (session cookie).
+    pub source: &'static str,
 }
 
 impl axum::extract::FromRequestParts<crate::state::SharedState> for AuthUser {
@@ -75,9 +79,11 @@ impl axum::extract::FromRequestParts<crate::state::SharedState> for AuthUser {
     ) -> Result<Self, Self::Rejection> {
         use crate::error::ApiError;
         let user_api = state.user_api.as_ref().ok_or(ApiError::InvalidToken)?;
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
+        let Some(authorization) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            // The portal: a session cookie and its CSRF header.
+            return crate::session::authenticate(&parts.headers, state).await;
+        };
+        let token = Some(authorization)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 v.strip_prefix("Bearer ")
@@ -95,6 +101,7 @@ impl axum::extract::FromRequestParts<crate::state::SharedState> for AuthUser {
             id: claims.sub,
             client_id: claims.client_id,
             role: claims.role,
+            source: "tooljet",
         })
     }
 }

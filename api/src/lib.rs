@@ -14,6 +14,7 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 pub mod sealer;
+pub mod session;
 pub mod settings;
 pub mod startup;
 pub mod state;

@@ -42,6 +42,18 @@ pub struct UserApiSettings {
     pub n8n_webhook_url: String,
     pub n8n_webhook_secret: Option<SecretString>,
     pub trigger_timeout: Duration,
+    /// The portal's browser sessions.
+    pub portal: PortalSettings,
+}
+
+/// Browser sessions of the portal (`/portal/`).
+pub struct PortalSettings {
+    /// Absolute lifetime of a session (`PORTAL_SESSION_TTL_SECONDS`).
+    pub session_ttl_seconds: i32,
+    /// A session unused this long ends (`PORTAL_SESSION_IDLE_SECONDS`).
+    pub idle_seconds: i32,
+    /// Cookies are `Secure` (and `__Host-` prefixed) when `PUBLIC_URL` is https.
+    pub secure_cookies: bool,
 }
 
 /// OAuth2: the catalogue, the enabled apps, the callback and the refresher.
@@ -58,7 +70,17 @@ pub struct OAuthSettings {
     pub refresh_concurrency: usize,
     pub fetch_margin_seconds: i32,
     pub lease_seconds: i32,
+    /// One deadline for a fetch's whole refresh (`REFRESH_FETCH_DEADLINE_SECONDS`).
+    pub fetch_deadline: Duration,
 }
+
+/// Bounds of the refresh settings: the same as the database's
+/// `otobot.refresh_bounds()` (migration 0010), which refuses any claim
+/// beyond them (a test compares the two).
+pub const REFRESH_WINDOW_MAX_SECONDS: u64 = 3600;
+pub const REFRESH_MARGIN_MAX_SECONDS: u64 = 900;
+pub const REFRESH_LEASE_MIN_SECONDS: u64 = 5;
+pub const REFRESH_LEASE_MAX_SECONDS: u64 = 300;
 
 /// Configuration of `otobot serve`.
 pub struct Settings {
@@ -220,7 +242,12 @@ impl Settings {
                 1,
                 86_400,
             )?),
-            refresh_window_seconds: number("REFRESH_WINDOW_SECONDS", 600, 0, 86_400)? as i32,
+            refresh_window_seconds: number(
+                "REFRESH_WINDOW_SECONDS",
+                600,
+                0,
+                REFRESH_WINDOW_MAX_SECONDS,
+            )? as i32,
             pool_size: number("DATABASE_POOL_SIZE", 16, 1, 1000)? as usize,
             db_timeout: Duration::from_millis(number("DATABASE_TIMEOUT_MS", 5000, 100, 600_000)?),
             audit_seal_interval: Duration::from_millis(number(
@@ -271,6 +298,7 @@ fn user_api(
         Ok(value)
     };
     let frontend = url("FRONTEND_URL", "http://localhost:8082")?;
+    let public = url("PUBLIC_URL", "http://localhost:3001")?;
     let cors_origins = match var("CORS_ALLOWED_ORIGINS") {
         None => vec![origin_of(&frontend)],
         Some(list) => {
@@ -306,6 +334,11 @@ fn user_api(
             1,
             600,
         )?),
+        portal: PortalSettings {
+            session_ttl_seconds: number("PORTAL_SESSION_TTL_SECONDS", 28_800, 300, 604_800)? as i32,
+            idle_seconds: number("PORTAL_SESSION_IDLE_SECONDS", 1800, 60, 604_800)? as i32,
+            secure_cookies: public.starts_with("https://"),
+        },
     }))
 }
 
@@ -362,8 +395,15 @@ fn oauth(
         refresher_enabled,
         refresh_interval: Duration::from_secs(number("REFRESHER_INTERVAL_SECONDS", 30, 1, 3600)?),
         refresh_concurrency: number("REFRESH_CONCURRENCY", 8, 1, 256)? as usize,
-        fetch_margin_seconds: number("REFRESH_MARGIN_SECONDS", 60, 0, 3600)? as i32,
-        lease_seconds: number("REFRESH_LEASE_SECONDS", 60, 5, 3600)? as i32,
+        fetch_margin_seconds: number("REFRESH_MARGIN_SECONDS", 60, 0, REFRESH_MARGIN_MAX_SECONDS)?
+            as i32,
+        lease_seconds: number(
+            "REFRESH_LEASE_SECONDS",
+            60,
+            REFRESH_LEASE_MIN_SECONDS,
+            REFRESH_LEASE_MAX_SECONDS,
+        )? as i32,
+        fetch_deadline: Duration::from_secs(number("REFRESH_FETCH_DEADLINE_SECONDS", 10, 1, 60)?),
     })
 }
 
@@ -564,5 +604,35 @@ mod tests {
             );
         }
         assert!(error(&[("N8N_INTERNAL_TOKEN", "")]).starts_with("N8N_INTERNAL_TOKEN is not set"));
+    }
+
+    #[test]
+    fn refresh_settings_beyond_the_database_bounds_are_refused() {
+        for (name, value) in [
+            ("REFRESH_WINDOW_SECONDS", "3601"),
+            ("REFRESH_WINDOW_SECONDS", "86400"),
+            ("REFRESH_MARGIN_SECONDS", "901"),
+            ("REFRESH_LEASE_SECONDS", "4"),
+            ("REFRESH_LEASE_SECONDS", "301"),
+            ("REFRESH_FETCH_DEADLINE_SECONDS", "0"),
+            ("REFRESH_FETCH_DEADLINE_SECONDS", "61"),
+        ] {
+            assert!(error(&[(name, value)]).starts_with(name), "{name}={value}");
+        }
+        let s = settings(&[
+            ("REFRESH_WINDOW_SECONDS", "3600"),
+            ("REFRESH_MARGIN_SECONDS", "900"),
+            ("REFRESH_LEASE_SECONDS", "300"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                s.refresh_window_seconds,
+                s.oauth.fetch_margin_seconds,
+                s.oauth.lease_seconds
+            ),
+            (3600, 900, 300)
+        );
+        assert_eq!(s.oauth.fetch_deadline, Duration::from_secs(10));
     }
 }

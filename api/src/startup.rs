@@ -143,6 +143,10 @@ fn oauth(settings: &mut Settings) -> Result<crate::oauth::OAuth> {
         refresh_concurrency: o.refresh_concurrency,
         refresher_enabled: o.refresher_enabled,
         lease_seconds: o.lease_seconds,
+        fetch_deadline: o.fetch_deadline,
+        in_flight: Default::default(),
+        public_url: o.public_url.clone(),
+        browser_cookie: crate::oauth::BrowserCookie::for_public_url(&o.public_url),
     })
 }
 
@@ -152,6 +156,14 @@ impl Application {
         let state = build_state(&mut settings).await?;
         if state.user_api.is_none() {
             tracing::warn!("API_JWT_SECRET is not set: the user API (/api/tooljet) is disabled");
+        }
+        if !state.oauth.apps.is_empty() && !state.oauth.browser_cookie.secure {
+            // SECURITY: browsers refuse __Host- and Secure cookies over plain
+            // http; the binding cookie then goes without them (development only).
+            tracing::warn!(
+                cookie = state.oauth.browser_cookie.name(),
+                "PUBLIC_URL is not https: the OAuth browser-binding cookie is sent without __Host- and Secure; use https in production"
+            );
         }
         let address = SocketAddr::new(settings.host, settings.port);
         let listener = TcpListener::bind(address)
@@ -222,6 +234,10 @@ fn user_api(settings: crate::settings::UserApiSettings) -> Result<crate::state::
         login_by_ip: RateLimit::new(settings.login_max_attempts, settings.login_window),
         login_by_email: RateLimit::new(settings.login_max_attempts, settings.login_window),
         decoy_hash: crate::password::decoy(),
+        portal: crate::session::SessionKeys::new(
+            settings.jwt_secret.expose_secret(),
+            &settings.portal,
+        ),
         http: reqwest::Client::builder()
             .timeout(settings.trigger_timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -249,11 +265,21 @@ pub async fn refresher(state: SharedState, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => loop {
-                match crate::oauth::refresh::refresh_expiring(&state, BATCH).await {
-                    Ok(n) if n > 0 && !*stop.borrow() => continue,
-                    Ok(_) => break,
-                    Err(error) => {
+                // Each pass in its own task: a panic ends that pass, never
+                // the refresher (it is logged, and the next tick goes on).
+                let pass = tokio::spawn({
+                    let state = state.clone();
+                    async move { crate::oauth::refresh::refresh_expiring(&state, BATCH).await }
+                });
+                match pass.await {
+                    Ok(Ok(n)) if n > 0 && !*stop.borrow() => continue,
+                    Ok(Ok(_)) => break,
+                    Ok(Err(error)) => {
                         tracing::warn!(%error, "refresher pass failed; will retry");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::error!(panic = error.is_panic(), "a refresher pass died; the refresher goes on at the next interval");
                         break;
                     }
                 }

@@ -24,6 +24,8 @@ pub struct UserApi {
     /// Outbound calls (n8n webhooks).
     pub http: reqwest::Client,
     pub settings: UserApiSettings,
+    /// The portal's session cookies and CSRF tokens.
+    pub portal: crate::session::SessionKeys,
 }
 
 pub struct AppState {

@@ -99,6 +99,20 @@ docs = "https://github.com/panva/node-oidc-provider"
         )
     }
 
+    /// Flips the outage switches of `server.mjs` (`token=ok|fail|hang`,
+    /// `hugeExpiresFor=<login>`).
+    async fn control(&self, query: &str) {
+        let r = reqwest::get(format!("{}/control?{query}", self.url))
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    /// A counter of `/stats` (0 when absent).
+    async fn count(&self, key: &str) -> i64 {
+        self.stats().await[key].as_i64().unwrap_or(0)
+    }
+
     async fn stats(&self) -> Value {
         reqwest::get(format!("{}/stats", self.url))
             .await
@@ -146,7 +160,11 @@ async fn setup_with(
     extra: &[(&str, &str)],
 ) -> Setup {
     let app_port = free_port();
-    let public_url = format!("http://127.0.0.1:{app_port}");
+    let public_url = extra
+        .iter()
+        .find(|(k, _)| *k == "PUBLIC_URL")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| format!("http://127.0.0.1:{app_port}"));
     let idp = IdP::start(
         &format!("{public_url}/api/oauth/callback"),
         access_ttl,
@@ -224,12 +242,25 @@ fn location(r: &reqwest::Response, base: &str) -> String {
     }
 }
 
-/// authorize → login → consent → the callback URL the provider sends the browser to.
-async fn authorize_at_idp(s: &Setup, login: &str) -> String {
-    authorize_labelled(s, login, None).await
+/// The callback URL a provider sent a browser to, and that browser (its
+/// cookie jar holds the Otobot browser-binding cookie).
+struct Callback {
+    url: String,
+    browser: reqwest::Client,
 }
 
-async fn authorize_labelled(s: &Setup, login: &str, label: Option<&str>) -> String {
+impl Callback {
+    /// The same URL, followed by a browser that did not start the flow.
+    fn elsewhere(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            browser: browser(),
+        }
+    }
+}
+
+/// `POST …/authorize` as the logged-in user: the Otobot start URL.
+async fn start_url(s: &Setup, label: Option<&str>) -> String {
     let r = s
         .app
         .http
@@ -245,12 +276,33 @@ async fn authorize_labelled(s: &Setup, login: &str, label: Option<&str>) -> Stri
         .unwrap()
         .to_owned();
     assert!(
+        url.starts_with(&s.app.url("/api/oauth/start/")),
+        "authorizationUrl is Otobot's start URL: {url}"
+    );
+    url
+}
+
+/// A browser opens a start URL: the provider's authorization URL.
+async fn open_start(browser: &reqwest::Client, start: &str) -> String {
+    let r = browser.get(start).send().await.unwrap();
+    assert_eq!(r.status(), 303, "the start URL redirects to the provider");
+    let url = location(&r, "");
+    assert!(
         url.contains("code_challenge_method=S256") && url.contains("state="),
         "{url}"
     );
-    let browser = browser();
+    url
+}
+
+/// At the provider: login → consent → the callback URL.
+async fn login_at_idp(
+    s: &Setup,
+    browser: &reqwest::Client,
+    provider_url: &str,
+    login: &str,
+) -> String {
     let base = &s.idp.url;
-    let r = browser.get(&url).send().await.unwrap();
+    let r = browser.get(provider_url).send().await.unwrap();
     let interaction = location(&r, base);
     let r = browser
         .post(&interaction)
@@ -275,10 +327,48 @@ async fn authorize_labelled(s: &Setup, login: &str, label: Option<&str>) -> Stri
     callback
 }
 
-async fn follow_callback(_s: &Setup, callback: &str) -> String {
-    let r = browser().get(callback).send().await.unwrap();
+/// authorize → start URL → login → consent, all in one browser.
+async fn authorize_at_idp(s: &Setup, login: &str) -> Callback {
+    authorize_labelled(s, login, None).await
+}
+
+async fn authorize_labelled(s: &Setup, login: &str, label: Option<&str>) -> Callback {
+    let start = start_url(s, label).await;
+    let browser = browser();
+    let provider_url = open_start(&browser, &start).await;
+    let url = login_at_idp(s, &browser, &provider_url, login).await;
+    Callback { url, browser }
+}
+
+async fn follow_callback(_s: &Setup, callback: &Callback) -> String {
+    let r = callback.browser.get(&callback.url).send().await.unwrap();
     assert_eq!(r.status(), 303, "the callback redirects to the frontend");
     location(&r, "")
+}
+
+async fn connections(s: &Setup) -> i64 {
+    s.app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM otobot.client_connections", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn audited(s: &Setup, action: &str) -> i64 {
+    s.app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM otobot.credential_access_logs WHERE action = $1",
+            &[&action],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }
 
 async fn fetch(s: &Setup) -> reqwest::Response {
@@ -377,11 +467,11 @@ async fn forged_expired_and_denied_states_store_nothing() {
         "{}/api/oauth/callback?state=forged-state-value&code=abc",
         s.app.url("")
     );
-    assert!(follow_callback(&s, &forged)
+    assert!(follow_callback(&s, &Callback::elsewhere(forged))
         .await
         .contains("error=invalid_state"));
     let missing = format!("{}/api/oauth/callback?code=abc", s.app.url(""));
-    assert!(follow_callback(&s, &missing)
+    assert!(follow_callback(&s, &Callback::elsewhere(missing))
         .await
         .contains("error=invalid_state"));
 
@@ -402,18 +492,9 @@ async fn forged_expired_and_denied_states_store_nothing() {
         .contains("error=state_expired"));
 
     // A provider error is shown, and the state is spent.
-    let r = s
-        .app
-        .http
-        .post(s.app.url("/api/tooljet/connections/testidp/authorize"))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    let url = r.json::<Value>().await.unwrap()["authorizationUrl"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let start = start_url(&s, None).await;
+    let browser = browser();
+    let url = open_start(&browser, &start).await;
     let state = url::Url::parse(&url)
         .unwrap()
         .query_pairs()
@@ -425,7 +506,14 @@ async fn forged_expired_and_denied_states_store_nothing() {
         "{}/api/oauth/callback?state={state}&error=access_denied",
         s.app.url("")
     );
-    let back = follow_callback(&s, &denied).await;
+    let back = follow_callback(
+        &s,
+        &Callback {
+            url: denied,
+            browser,
+        },
+    )
+    .await;
     assert!(
         back.contains("error=provider_error") && back.contains("reason=access_denied"),
         "{back}"
@@ -735,5 +823,538 @@ async fn two_refresher_processes_refresh_each_connection_exactly_once() {
         .unwrap()
         .get(0);
     assert_eq!(fresh, 5);
+    s.app.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Issue 10, item 7: the authorization is bound to the browser that started it.
+// ---------------------------------------------------------------------------
+
+/// The `Set-Cookie` of a response, as one string.
+fn set_cookie(r: &reqwest::Response) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn the_callback_without_the_starting_browsers_cookie_stores_nothing() {
+    let s = setup(60, 0, &[]).await;
+    // The attacker's flow: they open the start URL and log in at the
+    // provider, then the provider's answer reaches another browser (the
+    // victim's, which never opened the start URL).
+    let callback = authorize_at_idp(&s, "victim").await;
+    let back = follow_callback(&s, &Callback::elsewhere(callback.url.clone())).await;
+    assert!(
+        back.contains("oauth=error") && back.contains("error=browser_cookie_missing"),
+        "{back}"
+    );
+    assert!(
+        back.starts_with("http://portal.example.test:8082"),
+        "{back}"
+    );
+    assert_eq!(connections(&s).await, 0, "nothing stored");
+    assert_eq!(
+        audited(&s, "oauth_rejected").await,
+        1,
+        "the rejection is audited"
+    );
+    assert_eq!(
+        s.idp.count("authorization_code").await,
+        0,
+        "the code was never exchanged"
+    );
+    // The state is spent: even the starting browser cannot use it now.
+    assert!(follow_callback(&s, &callback)
+        .await
+        .contains("error=invalid_state"));
+    assert_eq!(connections(&s).await, 0);
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn the_callback_with_another_browsers_cookie_stores_nothing() {
+    let s = setup(60, 0, &[]).await;
+    // The attacker starts a flow and stops at the provider's URL.
+    let attacker = browser();
+    let attacker_start = start_url(&s, Some("injected")).await;
+    let attacker_provider_url = open_start(&attacker, &attacker_start).await;
+    // The victim's browser holds its own Otobot cookie (its own flow).
+    let victim = browser();
+    let own_start = start_url(&s, None).await;
+    open_start(&victim, &own_start).await;
+    // The victim follows the attacker's provider URL and logs in.
+    let url = login_at_idp(&s, &victim, &attacker_provider_url, "victim").await;
+    let back = follow_callback(
+        &s,
+        &Callback {
+            url,
+            browser: victim,
+        },
+    )
+    .await;
+    assert!(
+        back.contains("oauth=error") && back.contains("error=browser_mismatch"),
+        "{back}"
+    );
+    assert_eq!(
+        connections(&s).await,
+        0,
+        "the victim's account is not stored"
+    );
+    assert_eq!(s.idp.count("authorization_code").await, 0);
+    assert_eq!(audited(&s, "oauth_rejected").await, 1);
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_start_url_is_single_use_and_expires() {
+    let s = setup(60, 0, &[]).await;
+    let start = start_url(&s, None).await;
+    let first = browser();
+    let r = first.get(&start).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = set_cookie(&r);
+    assert!(
+        cookie.starts_with("otobot_oauth=")
+            && cookie.contains("; Path=/")
+            && cookie.contains("; HttpOnly")
+            && cookie.contains("; SameSite=Lax")
+            && !cookie.to_ascii_lowercase().contains("domain="),
+        "plain http PUBLIC_URL: the cookie without __Host- and Secure: {cookie}"
+    );
+    assert_eq!(
+        r.headers().get("cache-control").unwrap().to_str().unwrap(),
+        "no-store"
+    );
+    // Opened once: another browser (or the same) gets nothing from it.
+    for b in [browser(), first] {
+        let r = b.get(&start).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        assert!(set_cookie(&r).is_empty(), "no cookie for a spent start URL");
+        let back = location(&r, "");
+        assert!(
+            back.starts_with("http://portal.example.test:8082")
+                && back.contains("error=invalid_start"),
+            "{back}"
+        );
+    }
+    // A start URL expires.
+    let start = start_url(&s, None).await;
+    s.app
+        .db
+        .client()
+        .await
+        .execute(
+            "UPDATE otobot.oauth_starts SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let r = browser().get(&start).send().await.unwrap();
+    assert!(location(&r, "").contains("error=start_expired"));
+    assert!(set_cookie(&r).is_empty());
+    // Malformed tokens never reach the database.
+    let r = browser()
+        .get(s.app.url("/api/oauth/start/not-a-token"))
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&r, "").contains("error=invalid_start"));
+    let pending: i64 = s
+        .app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM otobot.oauth_states", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 1, "only the one start opened made a state");
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn with_an_https_public_url_the_cookie_is_host_prefixed_and_secure_and_the_flow_completes() {
+    let public = "https://vault.example.test";
+    let s = setup(60, 0, &[("PUBLIC_URL", public)]).await;
+    let r = s
+        .app
+        .http
+        .post(s.app.url("/api/tooljet/connections/testidp/authorize"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    let start = r.json::<Value>().await.unwrap()["authorizationUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The browser reaches PUBLIC_URL; here, the same server over loopback.
+    let path = start
+        .strip_prefix(public)
+        .expect("on PUBLIC_URL")
+        .to_owned();
+    let b = browser();
+    let r = b.get(s.app.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = set_cookie(&r);
+    assert!(
+        cookie.starts_with("__Host-otobot_oauth=")
+            && cookie.contains("; Path=/")
+            && cookie.contains("; HttpOnly")
+            && cookie.contains("; SameSite=Lax")
+            && cookie.ends_with("; Secure")
+            && !cookie.to_ascii_lowercase().contains("domain="),
+        "{cookie}"
+    );
+    let nonce = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    let provider_url = location(&r, "");
+    let callback = login_at_idp(&s, &b, &provider_url, "secure").await;
+    let callback_path = callback.strip_prefix(public).unwrap().to_owned();
+    // Over https the browser sends the __Host- cookie back; the plain name is not accepted.
+    let follow = |cookie: String| {
+        let url = s.app.url(&callback_path);
+        async move {
+            let r = browser()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            location(&r, "")
+        }
+    };
+    let back = follow(format!("otobot_oauth={nonce}")).await;
+    assert!(back.contains("error=browser_cookie_missing"), "{back}");
+    assert_eq!(connections(&s).await, 0);
+
+    // A new flow, completed with the __Host- cookie.
+    let r = s
+        .app
+        .http
+        .post(s.app.url("/api/tooljet/connections/testidp/authorize"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    let start = r.json::<Value>().await.unwrap()["authorizationUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The same browser, fresh at the provider (no session there yet).
+    let b = browser();
+    let r = b
+        .get(s.app.url(start.strip_prefix(public).unwrap()))
+        .header("cookie", format!("__Host-otobot_oauth={nonce}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        set_cookie(&r).starts_with(&format!("__Host-otobot_oauth={nonce};")),
+        "a browser's nonce is kept across its flows"
+    );
+    let callback = login_at_idp(&s, &b, &location(&r, ""), "secure").await;
+    let callback_path = callback.strip_prefix(public).unwrap().to_owned();
+    let follow = |cookie: String| {
+        let url = s.app.url(&callback_path);
+        async move {
+            let r = browser()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            location(&r, "")
+        }
+    };
+    let back = follow(format!("__Host-otobot_oauth={nonce}")).await;
+    assert!(back.contains("oauth=success"), "{back}");
+    assert_eq!(connections(&s).await, 1);
+    s.app.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Issue 10, items 2 and 6: bounded refresh, back-off, checked time arithmetic.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_refresh_bounds_of_the_database_are_the_settings_bounds() {
+    use otobot_api::settings::*;
+    let db = TestDb::migrated().await;
+    let row = db
+        .client()
+        .await
+        .query_one("SELECT * FROM otobot.refresh_bounds()", &[])
+        .await
+        .unwrap();
+    let bounds: Vec<i32> = (0..5).map(|i| row.get(i)).collect();
+    assert_eq!(
+        bounds,
+        vec![
+            REFRESH_WINDOW_MAX_SECONDS as i32,
+            REFRESH_MARGIN_MAX_SECONDS as i32,
+            REFRESH_LEASE_MIN_SECONDS as i32,
+            REFRESH_LEASE_MAX_SECONDS as i32,
+            1000,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_token_that_lives_no_longer_than_the_margin_is_refreshed_once_per_fetch_in_bounded_time()
+{
+    // Tokens live 2 s; the margin is 5 s: every token is "expiring".
+    let s = setup(2, 0, &[("REFRESH_MARGIN_SECONDS", "5")]).await;
+    let callback = authorize_at_idp(&s, "short").await;
+    assert!(follow_callback(&s, &callback)
+        .await
+        .contains("oauth=success"));
+
+    let started = std::time::Instant::now();
+    let r = fetch(&s).await;
+    let took = started.elapsed();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["hasCredentials"], true, "{v}");
+    assert_eq!(v["metadata"]["tokenExpired"], false);
+    assert_eq!(
+        s.idp.count("refresh_token").await,
+        1,
+        "exactly one refresh at the provider"
+    );
+    assert!(took < Duration::from_secs(3), "bounded: {took:?}");
+    println!("fetch with one refresh: {took:?}");
+
+    // Refreshed less than half a margin ago and still valid: served as is.
+    let again: Value = fetch(&s).await.json().await.unwrap();
+    assert_eq!(again["credentials"], v["credentials"]);
+    assert_eq!(s.idp.count("refresh_token").await, 1);
+
+    // Once it has expired, the next fetch refreshes once more, and only once.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let third: Value = fetch(&s).await.json().await.unwrap();
+    assert_eq!(third["hasCredentials"], true);
+    assert_ne!(third["credentials"], v["credentials"]);
+    assert_eq!(s.idp.count("refresh_token").await, 2);
+    assert_eq!(
+        audited(&s, "refresh_token_read").await,
+        2,
+        "each released refresh token is audited"
+    );
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_transient_provider_failure_backs_off_and_nothing_is_tried_until_it_expires() {
+    let s = setup(2, 0, &[]).await;
+    let callback = authorize_at_idp(&s, "flaky").await;
+    follow_callback(&s, &callback).await;
+    let (access, _) = stored_tokens(&s).await;
+    s.idp.control("token=fail").await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+
+    // The provider fails: the current token, flagged, at once.
+    let started = std::time::Instant::now();
+    let r = fetch(&s).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["hasCredentials"], true, "{v}");
+    assert_eq!(v["metadata"]["tokenExpired"], true, "flagged");
+    assert_eq!(v["credentials"]["accessToken"], access.as_str());
+    assert_eq!(s.idp.count("token_refused").await, 1);
+
+    // Backing off: further fetches never call the provider.
+    for _ in 0..5 {
+        assert_eq!(fetch(&s).await.status(), 200);
+    }
+    assert_eq!(s.idp.count("token_refused").await, 1, "back-off engaged");
+    let db = s.app.db.client().await;
+    async fn backoff(db: &tokio_postgres::Client) -> (String, i32, f64) {
+        let row = db
+            .query_one(
+                "SELECT owner, failures, extract(epoch FROM lease_until - now())::float8 FROM otobot.refresh_leases",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    }
+    let (owner, failures, left) = backoff(&db).await;
+    assert_eq!((owner.as_str(), failures), ("backoff", 1));
+    assert!((20.0..=31.0).contains(&left), "30 s: {left}");
+
+    // When the back-off ends, one new attempt; a second failure doubles it.
+    db.execute(
+        "UPDATE otobot.refresh_leases SET lease_until = now() - interval '1 second'",
+        &[],
+    )
+    .await
+    .unwrap();
+    fetch(&s).await;
+    assert_eq!(s.idp.count("token_refused").await, 2);
+    let (_, failures, left) = backoff(&db).await;
+    assert_eq!(failures, 2);
+    assert!((50.0..=61.0).contains(&left), "60 s: {left}");
+
+    // The provider is back and the back-off over: refreshed.
+    s.idp.control("token=ok").await;
+    db.execute(
+        "UPDATE otobot.refresh_leases SET lease_until = now() - interval '1 second'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let v: Value = fetch(&s).await.json().await.unwrap();
+    assert_eq!(v["metadata"]["tokenExpired"], false, "{v}");
+    assert_ne!(v["credentials"]["accessToken"], access.as_str());
+    assert_eq!(s.idp.count("refresh_token").await, 1);
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_fetch_while_the_provider_hangs_returns_within_the_deadline_flagged() {
+    // Deadline 2 s; provider calls time out after min(15, lease − 2) = 4 s.
+    let s = setup(
+        2,
+        0,
+        &[
+            ("REFRESH_FETCH_DEADLINE_SECONDS", "2"),
+            ("REFRESH_LEASE_SECONDS", "6"),
+        ],
+    )
+    .await;
+    let callback = authorize_at_idp(&s, "hanging").await;
+    follow_callback(&s, &callback).await;
+    let (access, _) = stored_tokens(&s).await;
+    s.idp.control("token=hang").await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(fetch(&s), fetch(&s));
+    let took = started.elapsed();
+    println!("two fetches during a hanging provider: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(3500),
+        "within the deadline: {took:?}"
+    );
+    for r in [a, b] {
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["hasCredentials"], true);
+        assert_eq!(v["metadata"]["tokenExpired"], true, "flagged: {v}");
+        assert_eq!(v["credentials"]["accessToken"], access.as_str());
+    }
+    assert_eq!(
+        s.idp.count("token_held").await,
+        1,
+        "one provider call for both"
+    );
+
+    // The call times out in its own task and backs off; later fetches are quick.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let failures: i32 = s
+        .app
+        .db
+        .client()
+        .await
+        .query_one("SELECT failures FROM otobot.refresh_leases", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failures, 1);
+    let started = std::time::Instant::now();
+    assert_eq!(fetch(&s).await.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.idp.count("token_held").await, 1);
+    s.app.stop().await;
+}
+
+#[tokio::test]
+async fn an_absurd_expires_in_is_a_clear_error_and_the_refresher_keeps_refreshing_others() {
+    let s = setup(
+        60,
+        0,
+        &[
+            ("REFRESHER_ENABLED", "true"),
+            ("REFRESHER_INTERVAL_SECONDS", "1"),
+            ("REFRESH_WINDOW_SECONDS", "3600"),
+        ],
+    )
+    .await;
+    s.idp.control("hugeExpiresFor=huge").await;
+    for name in ["huge", "normal"] {
+        let callback = authorize_labelled(&s, name, Some(name)).await;
+        assert!(follow_callback(&s, &callback)
+            .await
+            .contains("oauth=success"));
+    }
+    let db = s.app.db.client().await;
+    let refreshed = |label: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one(
+                "SELECT last_refreshed_at IS NOT NULL FROM otobot.client_connections WHERE label = $1",
+                &[&label],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        }
+    };
+    let wait_refreshed = |label: &'static str| async move {
+        for _ in 0..100 {
+            if refreshed(label).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{label} was not refreshed by the refresher");
+    };
+    wait_refreshed("normal").await;
+    // The absurd answer: an error recorded for that connection, nothing stored.
+    let row = db
+        .query_one(
+            "SELECT l.failures, l.last_error, c.status, c.last_refreshed_at IS NULL
+             FROM otobot.refresh_leases l JOIN otobot.client_connections c ON c.id = l.connection_id
+             WHERE c.label = 'huge'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (failures, error, status, untouched): (i32, String, String, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(failures, 1);
+    assert!(
+        error.contains("expires_in") && error.contains("out of range"),
+        "{error}"
+    );
+    assert_eq!((status.as_str(), untouched), ("active", true));
+
+    // The refresher is alive: a connection made now is refreshed too.
+    let callback = authorize_labelled(&s, "later", Some("later")).await;
+    assert!(follow_callback(&s, &callback)
+        .await
+        .contains("oauth=success"));
+    wait_refreshed("later").await;
+    assert_eq!(s.idp.count("refresh_token").await, 3);
     s.app.stop().await;
 }

@@ -26,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 "${PSQL[@]}" -d "postgresql://$PG/postgres" -c "CREATE DATABASE $DB" >/dev/null
 URL="postgresql://$PG/$DB"
-ENCRYPTION_MASTER_KEY="$KEY" "$BIN" migrate --database-url "$URL" >/dev/null
+ENCRYPTION_MASTER_KEY="$KEY" ENCRYPTION_KEY_VERSION=1 ENCRYPTION_OLD_KEYS= "$BIN" migrate --database-url "$URL" >/dev/null
 X=0b0b0b0b-0000-4000-8000-00000000dead
 # The key is a literal (psql < 16 has no bind parameters): keep it out of the log.
 LOAD="SET log_statement = 'none'; SET log_min_error_statement = panic; SET log_min_duration_statement = -1;

@@ -34,7 +34,7 @@ k1=$(openssl rand -hex 32); k2=$(openssl rand -hex 32)
 users=$(( (n + 4) / 5 ))
 
 psql "$admin_url" -qX -c "CREATE DATABASE $db"
-ENCRYPTION_MASTER_KEY="$k1" "$OTOBOT_BIN" migrate --database-url "$url" >/dev/null
+ENCRYPTION_MASTER_KEY="$k1" ENCRYPTION_KEY_VERSION=1 ENCRYPTION_OLD_KEYS= "$OTOBOT_BIN" migrate --database-url "$url" >/dev/null
 echo "generating $n connections (5 per user, $users users) under key version 1..."
 t0=$(date +%s.%N)
 psql "$url" -qX -v ON_ERROR_STOP=1 <<SQL

@@ -29,6 +29,8 @@ root=$(cd "$here/../.." && pwd)
 versions=${N8N_E2E_VERSIONS:-1.123.81}
 cache=${N8N_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/otobot}
 admin_url=${OTOBOT_TEST_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+# shellcheck source=../e2e-lib.sh
+. "$here/../e2e-lib.sh"
 
 say() { printf '\033[1m==> [%3ss] %s\033[0m\n' "$SECONDS" "$*"; }
 die() { printf 'e2e-n8n: error: %s\n' "$*" >&2; exit 1; }
@@ -52,18 +54,6 @@ pids=()  # process group leaders started with setsid
 
 ok() { passed=$((passed + 1)); echo "ok   - $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL - $*"; }
-
-stop_group() { # pid: TERM its process group, KILL it after 10 s
-    local pid=$1 i
-    kill -TERM -- "-$pid" 2>/dev/null || return 0
-    for i in $(seq 1 100); do
-        kill -0 -- "-$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-}
-
-psql_admin() { psql "$admin_url" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 cleanup() {
     local status=$? pid f
@@ -100,23 +90,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- Helpers ---------------------------------------------------------------
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-db_url() { # user, password, database → URL on the admin URL's server
-    python3 - "$admin_url" "$@" <<'EOF'
-import sys, urllib.parse as u
-p = u.urlsplit(sys.argv[1]); user, password, db = sys.argv[2:5]
-host = p.hostname or "127.0.0.1"
-if ":" in host: host = f"[{host}]"
-auth = u.quote(user, safe="") + (":" + u.quote(password, safe="") if password else "")
-netloc = f"{auth}@{host}" + (f":{p.port}" if p.port else "")
-print(u.urlunsplit((p.scheme, netloc, "/" + db, p.query, "")))
-EOF
-}
-admin_db_url() { # the admin URL, on database $1
-    python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/"+sys.argv[2])))' "$admin_url" "$1"
-}
 json_field() { # json, python expression over `j` → its value (JSON for true/false/null/objects)
     python3 -c '
 import json, sys
@@ -214,7 +187,7 @@ say "database $db"
 psql_admin -c "CREATE DATABASE \"$db\""
 db_created=1
 # migrate registers the key version (the owner's step; otobot serve only loads it).
-ENCRYPTION_MASTER_KEY="$master_key" "$otobot" migrate --database-url "$(admin_db_url "$db")" >"$logs/migrate.log" 2>&1 ||
+ENCRYPTION_MASTER_KEY="$master_key" ENCRYPTION_KEY_VERSION=1 ENCRYPTION_OLD_KEYS= "$otobot" migrate --database-url "$(admin_db_url "$db")" >"$logs/migrate.log" 2>&1 ||
     { tail -n 30 "$logs/migrate.log"; die "otobot migrate failed"; }
 # One session: the key loaded by otobot_load_key lives in the session.
 psql "$(admin_db_url "$db")" -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL

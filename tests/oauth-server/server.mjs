@@ -3,7 +3,12 @@
 // ACCESS_TTL (seconds, default 5), PRE_TOKEN_DELAY_MS (hold every token
 // request before processing it, default 0), REFRESH_DELAY_MS (delay added to each
 // refresh grant's answer, default 0). GET /stats counts token requests
-// by grant type.
+// by grant type (and `token_refused`, `token_held`: requests the switches
+// below answered instead of the server).
+// GET /control?token=ok|fail|hang&hugeExpiresFor=<login> plays a provider
+// outage: `fail` answers every token request 503 temporarily_unavailable,
+// `hang` never answers; `hugeExpiresFor` makes refresh grants of that
+// account answer expires_in = 10^18. Answers the current switches.
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT);
@@ -40,9 +45,30 @@ const provider = new Provider(issuer, {
 });
 
 const stats = {};
+const control = { token: 'ok', hugeExpiresFor: '' };
 provider.use(async (ctx, next) => {
   if (ctx.path === '/stats') {
     ctx.body = stats;
+    return;
+  }
+  if (ctx.path === '/control') {
+    for (const key of Object.keys(control)) {
+      if (typeof ctx.query[key] === 'string') control[key] = ctx.query[key];
+    }
+    ctx.body = control;
+    return;
+  }
+  if (ctx.path === '/token' && ctx.method === 'POST' && control.token !== 'ok') {
+    if (control.token === 'hang') {
+      stats.token_held = (stats.token_held || 0) + 1;
+      // Never answers (the client's timeout ends it; released after 2 minutes).
+      await new Promise((r) => setTimeout(r, 120000));
+      ctx.status = 504;
+      return;
+    }
+    stats.token_refused = (stats.token_refused || 0) + 1;
+    ctx.status = 503;
+    ctx.body = { error: 'temporarily_unavailable', error_description: 'test outage' };
     return;
   }
   if (preTokenDelay && ctx.path === '/token' && ctx.method === 'POST') {
@@ -60,6 +86,10 @@ provider.use(async (ctx, next) => {
     stats[grant] = (stats[grant] || 0) + 1;
     // Slow answers widen the window in which two refreshes could race.
     if (grant === 'refresh_token' && refreshDelay) await new Promise((r) => setTimeout(r, refreshDelay));
+    if (grant === 'refresh_token' && control.hugeExpiresFor && ctx.body?.access_token
+        && ctx.oidc.entities.Account?.accountId === control.hugeExpiresFor) {
+      ctx.body.expires_in = 1e18;
+    }
   }
 });
 

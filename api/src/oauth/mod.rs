@@ -38,6 +38,108 @@ pub struct OAuth {
     /// How long a refresh lease lasts (`REFRESH_LEASE_SECONDS`); provider
     /// calls time out well before it ends.
     pub lease_seconds: i32,
+    /// The whole refresh-on-fetch of one request ends by then
+    /// (`REFRESH_FETCH_DEADLINE_SECONDS`).
+    pub fetch_deadline: Duration,
+    /// Refreshes on fetch running in this process, one per connection.
+    pub in_flight: refresh::InFlight,
+    /// `PUBLIC_URL`: start URLs are `<PUBLIC_URL>/api/oauth/start/<token>`.
+    pub public_url: String,
+    /// The cookie that binds an authorization to the browser that started it.
+    pub browser_cookie: BrowserCookie,
+}
+
+/// The browser-binding cookie: `__Host-otobot_oauth` (Secure) when
+/// `PUBLIC_URL` is https; `otobot_oauth` without Secure on plain http
+/// (development: browsers refuse `__Host-` and Secure cookies there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrowserCookie {
+    pub secure: bool,
+}
+
+impl BrowserCookie {
+    pub fn for_public_url(public_url: &str) -> Self {
+        Self {
+            secure: public_url.starts_with("https://"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        if self.secure {
+            "__Host-otobot_oauth"
+        } else {
+            "otobot_oauth"
+        }
+    }
+
+    /// `Set-Cookie` for `nonce`: HttpOnly, SameSite=Lax (sent on the
+    /// provider's top-level redirect back), Path=/, no Domain.
+    pub fn set_cookie(self, nonce: &str, max_age_seconds: i64) -> String {
+        format!(
+            "{}={nonce}; Path=/; Max-Age={max_age_seconds}; HttpOnly; SameSite=Lax{}",
+            self.name(),
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+
+    /// The nonce this request's `Cookie` headers carry, if well formed.
+    pub fn read(self, headers: &axum::http::HeaderMap) -> Option<String> {
+        let name = self.name();
+        headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, v)| *k == name && is_nonce(v))
+            .map(|(_, v)| v.to_owned())
+    }
+}
+
+/// 256 random bits, base64url without padding: 43 characters.
+pub fn is_nonce(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A fresh 256-bit random value, base64url without padding.
+pub fn random_nonce() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// The longest access-token lifetime accepted from a provider: ten years.
+pub const MAX_EXPIRES_IN_SECONDS: i64 = 10 * 366 * 86_400;
+
+/// The expiry that a token response's `expires_in` gives, with checked
+/// arithmetic: absent, null or ≤ 0 → unknown (`None`); not a number, or
+/// beyond [`MAX_EXPIRES_IN_SECONDS`] → an error naming the problem.
+pub fn expiry_from(
+    expires_in: Option<&Value>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    let seconds = match expires_in {
+        None | Some(Value::Null) => return Ok(None),
+        // Saturating: a number beyond i64 becomes i64::MAX, out of range below.
+        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+        Some(_) => None,
+    }
+    .ok_or_else(|| "expires_in is not a number of seconds".to_owned())?;
+    if seconds <= 0 {
+        return Ok(None);
+    }
+    if seconds > MAX_EXPIRES_IN_SECONDS {
+        return Err(format!(
+            "expires_in of {seconds} seconds is out of range (at most ten years)"
+        ));
+    }
+    chrono::Duration::try_seconds(seconds)
+        .and_then(|d| now.checked_add_signed(d))
+        .map(Some)
+        .ok_or_else(|| "expires_in cannot be represented as a date".to_owned())
 }
 
 /// Tokens from a token endpoint response.
@@ -138,9 +240,10 @@ impl OAuth {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| TokenError::Transient("the reply has no access_token".into()))?;
-        let expires_in = json
-            .get("expires_in")
-            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+        // SECURITY: checked time arithmetic: an absurd expires_in is an
+        // error for this connection, never a panic in the refresher.
+        let expires_at = expiry_from(json.get("expires_in"), chrono::Utc::now())
+            .map_err(|e| TokenError::Transient(format!("invalid token response: {e}")))?;
         let scopes = json.get("scope").and_then(Value::as_str).map(|s| {
             s.split([' ', ','])
                 .filter(|s| !s.is_empty())
@@ -154,9 +257,7 @@ impl OAuth {
                 .and_then(Value::as_str)
                 .filter(|t| !t.is_empty())
                 .map(|t| SecretString::from(t.to_owned())),
-            expires_at: expires_in
-                .filter(|s| *s > 0)
-                .map(|s| chrono::Utc::now() + chrono::Duration::seconds(s)),
+            expires_at,
             scopes,
             raw: json,
         })
@@ -241,4 +342,73 @@ fn serde_urlencoded_to_json(body: &str) -> Result<Value, ()> {
         .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
         .collect();
     Ok(Value::Object(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_absurd_expires_in_is_an_error_and_never_a_panic() {
+        let now = chrono::Utc::now();
+        for bad in [
+            json!(1_000_000_000_000_000_000i64),
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!(1e300),
+            json!(MAX_EXPIRES_IN_SECONDS + 1),
+            json!("1000000000000000000"),
+            json!("soon"),
+            json!(true),
+        ] {
+            assert!(expiry_from(Some(&bad), now).is_err(), "{bad}");
+        }
+        assert_eq!(
+            expiry_from(Some(&json!(3600)), now).unwrap(),
+            Some(now + chrono::Duration::seconds(3600))
+        );
+        assert_eq!(
+            expiry_from(Some(&json!("60")), now).unwrap(),
+            Some(now + chrono::Duration::seconds(60))
+        );
+        assert!(expiry_from(Some(&json!(MAX_EXPIRES_IN_SECONDS)), now)
+            .unwrap()
+            .is_some());
+        for unknown in [json!(0), json!(-5), Value::Null] {
+            assert_eq!(expiry_from(Some(&unknown), now).unwrap(), None);
+        }
+        assert_eq!(expiry_from(None, now).unwrap(), None);
+    }
+
+    #[test]
+    fn the_browser_cookie_is_host_prefixed_and_secure_only_on_https() {
+        let https = BrowserCookie::for_public_url("https://vault.example.test");
+        let set = https.set_cookie("n", 600);
+        assert!(set.starts_with("__Host-otobot_oauth=n; Path=/;"), "{set}");
+        assert!(
+            set.contains("; HttpOnly")
+                && set.contains("; SameSite=Lax")
+                && set.ends_with("; Secure")
+        );
+        assert!(!set.to_ascii_lowercase().contains("domain"));
+        let http = BrowserCookie::for_public_url("http://127.0.0.1:3001");
+        let set = http.set_cookie("n", 600);
+        assert!(
+            set.starts_with("otobot_oauth=n;") && !set.contains("Secure"),
+            "{set}"
+        );
+
+        let nonce = random_nonce();
+        assert!(is_nonce(&nonce));
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append(
+            axum::http::header::COOKIE,
+            format!("a=b; otobot_oauth=short; __Host-otobot_oauth={nonce}")
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(https.read(&headers), Some(nonce.clone()));
+        assert_eq!(http.read(&headers), None, "a malformed value is ignored");
+    }
 }

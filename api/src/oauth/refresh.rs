@@ -4,20 +4,39 @@
 //! Exclusivity comes from a lease row (`otobot.refresh_leases`), taken in a
 //! short transaction; no transaction or lock is held across the provider
 //! call, and a crashed holder's lease simply expires.
+//!
+//! Every path is bounded: a fetch refreshes at most once and waits no longer
+//! than `REFRESH_FETCH_DEADLINE_SECONDS` (the refresh itself runs in its own
+//! task and finishes even when the fetch stops waiting, so a rotated refresh
+//! token is never dropped); waiting for another process polls with growing
+//! pauses; a refresh job that panics is logged and its lease expires.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
+use tokio::{sync::watch, time::Instant};
 use uuid::Uuid;
 
 use super::TokenError;
-use crate::{db, error::ApiError, state::AppState};
+use crate::{
+    db,
+    error::ApiError,
+    state::{AppState, SharedState},
+};
 
 /// One leased connection to refresh.
 struct Job {
     connection_id: Uuid,
     service: String,
     refresh_token: SecretString,
+    /// Consecutive transient failures so far (the back-off doubles with each).
+    failures: i64,
 }
 
 impl Job {
@@ -26,6 +45,7 @@ impl Job {
             connection_id: v.get("connectionId")?.as_str()?.parse().ok()?,
             service: v.get("service")?.as_str()?.to_owned(),
             refresh_token: SecretString::from(v.get("refreshToken")?.as_str()?.to_owned()),
+            failures: v.get("failures").and_then(Value::as_i64).unwrap_or(0),
         })
     }
 }
@@ -58,10 +78,9 @@ async fn call_json(
     .await
 }
 
-/// Calls the provider for a leased job and records the result.
-async fn run_job(state: &AppState, job: Job, request_id: &str) -> Outcome {
-    // The background refresher has no request: NULL, not an empty id.
-    let request_id = (!request_id.is_empty()).then_some(request_id);
+/// Calls the provider for a leased job and records the result. The
+/// background refresher has no request id (NULL in the audit row).
+async fn run_job(state: &AppState, job: Job, request_id: Option<&str>) -> Outcome {
     let request_id = &request_id;
     let oauth = &state.oauth;
     let owner = oauth.lease_owner.as_str();
@@ -138,20 +157,12 @@ async fn run_job(state: &AppState, job: Job, request_id: &str) -> Outcome {
         }
         Err(TokenError::Transient(reason)) => {
             state.metrics.refresh(&job.service, "retry");
-            let failures: i32 = call_json(
-                state,
-                "SELECT to_jsonb(otobot.refresh_failures($1))",
-                &[&job.connection_id],
-            )
-            .await
-            .ok()
-            .flatten()
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0) as i32;
             // Exponential back-off: 30 s, 60 s, … up to an hour.
-            let backoff = (30i64 << failures.clamp(0, 7)).min(3600) as i32;
-            tracing::warn!(connection = %job.connection_id, reason = %reason, backoff_s = backoff, "refresh failed; will retry");
-            let _ = fail(state, &job, false, &reason, backoff, request_id).await;
+            let backoff = (30i64 << job.failures.clamp(0, 7)).min(3600) as i32;
+            tracing::warn!(connection = %job.connection_id, reason = %reason, backoff_s = backoff, "refresh failed; backing off");
+            if let Err(error) = fail(state, &job, false, &reason, backoff, request_id).await {
+                tracing::error!(connection = %job.connection_id, %error, "recording a failed refresh failed; its lease will expire");
+            }
             Outcome::Retry
         }
     }
@@ -203,72 +214,154 @@ async fn notify_failure(state: &AppState, failure: Value) {
     }
 }
 
-/// What a refresh attempt on fetch did.
+/// What one refresh on fetch came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
     /// This process held the lease and called the provider.
     Done(Outcome),
-    /// Another process is refreshing it: re-read shortly.
+    /// Nothing to do: refreshed meanwhile (here or by another process), or
+    /// refreshed less than half a margin ago and still valid.
+    Fresh,
+    /// Transient failures: backing off until the lease row says so.
+    BackingOff,
+    /// Not an active, refreshable OAuth connection.
+    NotRefreshable,
+    /// Another process still held the lease when the deadline came.
     Busy,
-    /// Nothing to do now: already fresh, backing off, or not refreshable.
-    NotNow,
+    /// The deadline came while the refresh was running (it goes on in its task).
+    TimedOut,
+    /// The database could not be asked.
+    Failed,
 }
 
-/// Refresh on fetch: take the lease and refresh. The lease is only granted
-/// while the token still expires within `margin_seconds`, re-checked under
-/// the connection's row lock, so two fetches never refresh twice.
-pub async fn try_refresh(
-    state: &AppState,
+/// Refreshes on fetch running in this process: concurrent fetches of one
+/// connection share one task instead of each asking the database.
+#[derive(Default)]
+pub struct InFlight(Mutex<HashMap<Uuid, watch::Receiver<Option<Attempt>>>>);
+
+/// Removes a connection from [`InFlight`] when its task ends, even by a panic.
+struct InFlightGuard {
+    state: SharedState,
+    connection_id: Uuid,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.state.oauth.in_flight.0.lock() {
+            map.remove(&self.connection_id);
+        }
+    }
+}
+
+/// Refresh on fetch, bounded by `deadline`: joins this process's refresh of
+/// the connection or starts one, and waits for it until the deadline. At
+/// most one refresh: the caller re-reads once, whatever this returns.
+pub async fn on_fetch(
+    state: &SharedState,
     connection_id: Uuid,
     margin_seconds: i32,
     request_id: &str,
+    deadline: Instant,
 ) -> Attempt {
-    let claimed = call_json(
-        state,
-        "SELECT otobot.claim_refresh($1, $2, $3, $4, $5)",
-        &[
-            &connection_id,
-            &state.oauth.lease_owner,
-            &state.oauth.lease_seconds,
-            &margin_seconds,
-            &request_id,
-        ],
-    )
-    .await;
-    match claimed {
-        Ok(Some(job)) => match Job::from_json(&job) {
-            Some(job) => Attempt::Done(run_job(state, job, request_id).await),
-            None => Attempt::NotNow,
-        },
-        Ok(None) => {
-            let failures = call_json(
-                state,
-                "SELECT to_jsonb(otobot.refresh_failures($1))",
-                &[&connection_id],
-            )
-            .await;
-            if failures
-                .ok()
-                .flatten()
-                .and_then(|v| v.as_i64())
-                .unwrap_or(0)
-                > 0
-            {
-                Attempt::NotNow
-            } else {
-                Attempt::Busy
+    let mut done = {
+        let Ok(mut map) = state.oauth.in_flight.0.lock() else {
+            return Attempt::Failed;
+        };
+        match map.get(&connection_id) {
+            Some(running) => running.clone(),
+            None => {
+                let (tx, rx) = watch::channel(None);
+                map.insert(connection_id, rx.clone());
+                let guard = InFlightGuard {
+                    state: state.clone(),
+                    connection_id,
+                };
+                let (state, request_id) = (state.clone(), request_id.to_owned());
+                // Its own task: it completes even if this request stops
+                // waiting (a provider's answer, with a rotated refresh token,
+                // is always stored).
+                tokio::spawn(async move {
+                    let attempt =
+                        refresh_task(&state, connection_id, margin_seconds, &request_id, deadline)
+                            .await;
+                    drop(guard);
+                    let _ = tx.send(Some(attempt));
+                });
+                rx
             }
         }
-        Err(error) => {
-            tracing::warn!(%error, "claiming a refresh failed");
-            Attempt::NotNow
+    };
+    let waited = tokio::time::timeout_at(deadline, async {
+        match done.wait_for(Option::is_some).await {
+            Ok(attempt) => attempt.unwrap_or(Attempt::Failed),
+            // The task died (a panic): logged by the runtime; its lease expires.
+            Err(_) => Attempt::Failed,
+        }
+    })
+    .await;
+    waited.unwrap_or(Attempt::TimedOut)
+}
+
+/// Shortest and longest pause between two looks at another process's refresh.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const LONGEST_PAUSE: Duration = Duration::from_secs(2);
+
+async fn refresh_task(
+    state: &SharedState,
+    connection_id: Uuid,
+    margin_seconds: i32,
+    request_id: &str,
+    deadline: Instant,
+) -> Attempt {
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let claimed = call_json(
+            state,
+            "SELECT otobot.claim_refresh($1, $2, $3, $4, $5)",
+            &[
+                &connection_id,
+                &state.oauth.lease_owner,
+                &state.oauth.lease_seconds,
+                &margin_seconds,
+                &request_id,
+            ],
+        )
+        .await;
+        let claimed = match claimed {
+            Ok(Some(v)) => v,
+            Ok(None) => return Attempt::NotRefreshable,
+            Err(error) => {
+                tracing::warn!(connection = %connection_id, %error, "claiming a refresh failed");
+                return Attempt::Failed;
+            }
+        };
+        match claimed.get("status").and_then(Value::as_str) {
+            Some("leased") => {
+                return match Job::from_json(&claimed) {
+                    Some(job) => Attempt::Done(run_job(state, job, Some(request_id)).await),
+                    None => Attempt::Failed,
+                }
+            }
+            Some("fresh" | "recent") => return Attempt::Fresh,
+            Some("backoff") => return Attempt::BackingOff,
+            Some("busy") => {
+                // Another process is refreshing: look again after a pause
+                // that doubles, never past the deadline.
+                if Instant::now() + pause >= deadline {
+                    return Attempt::Busy;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(LONGEST_PAUSE);
+            }
+            _ => return Attempt::NotRefreshable,
         }
     }
 }
 
 /// One pass of the refresher: leases what expires within the window and
-/// refreshes it with bounded concurrency. Returns how many it handled.
-pub async fn refresh_expiring(state: &AppState, batch: i32) -> Result<usize, ApiError> {
+/// refreshes it with bounded concurrency, each job in its own task (a job
+/// that panics is logged; the others go on). Returns how many it handled.
+pub async fn refresh_expiring(state: &SharedState, batch: i32) -> Result<usize, ApiError> {
     let jobs = call_json(
         state,
         "SELECT otobot.claim_expiring($1, $2, $3, $4)",
@@ -289,8 +382,22 @@ pub async fn refresh_expiring(state: &AppState, batch: i32) -> Result<usize, Api
         .collect();
     let n = jobs.len();
     futures_util::stream::iter(jobs)
-        .for_each_concurrent(state.oauth.refresh_concurrency, |job| async move {
-            run_job(state, job, "").await;
+        .map(|job| {
+            let state: Arc<AppState> = state.clone();
+            let (id, service) = (job.connection_id, job.service.clone());
+            async move {
+                let joined =
+                    tokio::spawn(async move { run_job(&state, job, None).await }).await;
+                (id, service, joined)
+            }
+        })
+        .buffer_unordered(state.oauth.refresh_concurrency)
+        .for_each(|(id, service, joined)| {
+            if let Err(error) = joined {
+                state.metrics.refresh(&service, "panicked");
+                tracing::error!(connection = %id, panic = error.is_panic(), "a refresh job died; its lease will expire and it will be retried");
+            }
+            std::future::ready(())
         })
         .await;
     Ok(n)

@@ -115,12 +115,13 @@ pub async fn credentials(
             .await
         }
     };
-    // An access token that expires within the margin is refreshed first
-    // (once, across every API process); others wait for that refresh.
+    // An access token that expires within the margin is refreshed first:
+    // at most one refresh per request, shared with every other fetch of
+    // this connection in this process, and one deadline for all of it.
     let margin = state.oauth.fetch_margin_seconds;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + state.oauth.fetch_deadline;
     let (mut code, mut body) = fetch(Some(margin)).await?;
-    while code.as_deref() == Some("refresh_required") {
+    if code.as_deref() == Some("refresh_required") {
         let id = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| {
@@ -128,20 +129,13 @@ pub async fn credentials(
                     .as_str()
                     .and_then(|s| Uuid::parse_str(s).ok())
             });
-        let attempt = match id {
-            Some(id) => crate::oauth::refresh::try_refresh(&state, id, margin, &request_id).await,
-            None => crate::oauth::refresh::Attempt::NotNow,
-        };
-        use crate::oauth::refresh::Attempt;
-        (code, body) = match attempt {
-            Attempt::Done(_) => fetch(Some(margin)).await?,
-            Attempt::Busy if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                fetch(Some(margin)).await?
-            }
-            // Cannot refresh now: hand out what there is, flagged.
-            _ => fetch(None).await?,
-        };
+        if let Some(id) = id {
+            let attempt =
+                crate::oauth::refresh::on_fetch(&state, id, margin, &request_id, deadline).await;
+            tracing::debug!(connection = %id, ?attempt, "refresh on fetch");
+        }
+        // Whatever there is now, flagged (metadata.tokenExpired).
+        (code, body) = fetch(None).await?;
     }
     match code.as_deref() {
         None => {

@@ -4,6 +4,7 @@ pub mod health;
 pub mod internal;
 pub mod oauth;
 pub mod openapi;
+pub mod portal;
 pub mod tooljet;
 pub mod webhooks;
 
@@ -54,6 +55,7 @@ pub fn router(state: SharedState) -> Router {
             ));
     let user = tooljet::router()
         .merge(oauth::user_router())
+        .merge(portal::user_router())
         .route_layer(middleware::from_fn_with_state(state.clone(), user_guard))
         .layer(cors(&state));
     let public = health::router()
@@ -64,6 +66,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(internal)
         .merge(user)
         .merge(public)
+        .merge(portal::public_router())
         .fallback(|| async { ApiError::NotFound("route_not_found", "No such route".into()) })
         .route_layer(middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -104,12 +107,10 @@ async fn user_guard(
     next: Next,
 ) -> Result<Response, ApiError> {
     let subject = state.user_api.as_ref().and_then(|api| {
-        let token = request
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)?
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")?;
+        let Some(authorization) = request.headers().get(axum::http::header::AUTHORIZATION) else {
+            return api.portal.subject(request.headers());
+        };
+        let token = authorization.to_str().ok()?.strip_prefix("Bearer ")?;
         api.jwt.verify(token.trim()).map(|c| c.sub)
     });
     let key = match subject {

@@ -1,9 +1,18 @@
 //! Connecting an account with OAuth2: authorization code with PKCE (S256)
 //! and a single-use, expiring state stored server-side (hashed) with its
-//! encrypted PKCE verifier.
+//! encrypted PKCE verifier, bound to the browser that started the flow.
+//!
+//! `POST …/authorize` (the user's token) answers an Otobot start URL, not the
+//! provider's: opening it (single use, two minutes) sets a random browser
+//! nonce in an HttpOnly, SameSite=Lax cookie (`__Host-` and Secure on https),
+//! creates the state bound to the nonce's hash, and redirects to the
+//! provider. The callback stores nothing unless the same browser returns
+//! with that cookie: a provider URL sent to a victim carries a state their
+//! browser cannot complete.
 
 use axum::{
     extract::{rejection::JsonRejection, Path, Query, State},
+    http::{header, HeaderMap, HeaderValue},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
     Json, Router,
@@ -19,7 +28,7 @@ use crate::{
     auth::AuthUser,
     db,
     error::{ApiError, Result},
-    oauth::catalogue::IdentifierSource,
+    oauth::{catalogue::IdentifierSource, is_nonce, random_nonce},
     request_id,
     state::SharedState,
 };
@@ -32,12 +41,17 @@ pub fn user_router() -> Router<SharedState> {
     )
 }
 
-/// `GET /api/oauth/callback` (the browser, sent by the provider).
+/// `GET /api/oauth/start/:token` and `GET /api/oauth/callback` (the browser).
 pub fn public_router() -> Router<SharedState> {
-    Router::new().route("/api/oauth/callback", get(callback))
+    Router::new()
+        .route("/api/oauth/start/{token}", get(start))
+        .route("/api/oauth/callback", get(callback))
 }
 
-/// A state lives ten minutes.
+/// A start URL lives two minutes: the front end opens it at once.
+const START_TTL_SECONDS: i32 = 120;
+/// A state lives ten minutes from the start URL (the provider's login and
+/// consent); so does the browser cookie.
 const STATE_TTL_SECONDS: i32 = 600;
 
 #[derive(Deserialize, Default)]
@@ -47,13 +61,17 @@ struct AuthorizeBody {
     redirect_after: Option<String>,
 }
 
-fn state_hash(state: &str) -> Vec<u8> {
-    Sha256::digest(state.as_bytes()).to_vec()
+fn sha256(value: &str) -> Vec<u8> {
+    Sha256::digest(value.as_bytes()).to_vec()
 }
 
 /// Whether `url` is on one of the frontend's origins (open-redirect guard).
 fn allowed_redirect(state: &SharedState, url: &str) -> bool {
     let mut origins = vec![state.oauth.frontend_url.clone()];
+    // The portal, served by this API under PUBLIC_URL.
+    if let Some(public) = state.oauth.redirect_uri.strip_suffix("/api/oauth/callback") {
+        origins.push(format!("{public}/portal/"));
+    }
     if let Some(api) = &state.user_api {
         origins.extend(api.settings.cors_origins.iter().cloned());
     }
@@ -85,38 +103,34 @@ async fn authorize(
             ));
         }
     }
-    let Some((provider, app)) = state.oauth.provider(&service) else {
+    let Some((provider, _)) = state.oauth.provider(&service) else {
         return Err(ApiError::bad_request(
             "provider_not_configured",
             "This service is not an OAuth2 provider configured on this server (<SERVICE>_CLIENT_ID and _CLIENT_SECRET)",
         ));
     };
-    let Some(authorization_url) = provider.authorization_url.as_deref() else {
+    if provider.authorization_url.is_none() {
         return Err(ApiError::bad_request(
             "provider_not_configured",
             "This provider has no authorization URL",
         ));
-    };
-    // SECURITY: 256 random bits; only its SHA-256 is stored.
-    let state_token = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-    };
-    let (challenge, verifier) = oauth2::PkceCodeChallenge::new_random_sha256();
+    }
+    // SECURITY: 256 random bits; only its SHA-256 is stored. The state and
+    // the PKCE verifier are made when a browser opens the start URL.
+    let start_token = random_nonce();
     let request_id = request_id::current();
     db::within(state.db_timeout, async {
         let client = db::client(&state.pool).await?;
         client
             .execute(
-                "SELECT otobot.begin_oauth($1, $2, $3, $4, $5, $6, $7, $8)",
+                "SELECT otobot.begin_oauth_start($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &user.id,
                     &service,
-                    &state_hash(&state_token),
-                    &verifier.secret(),
+                    &sha256(&start_token),
                     &body.label,
                     &body.redirect_after,
-                    &STATE_TTL_SECONDS,
+                    &START_TTL_SECONDS,
                     &request_id,
                 ],
             )
@@ -130,15 +144,30 @@ async fn authorize(
             })
     })
     .await?;
+    let start_url = format!("{}/api/oauth/start/{start_token}", state.oauth.public_url);
+    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(START_TTL_SECONDS.into());
+    // The seed's shape: the front end opens `authorizationUrl` in the browser.
+    Ok(
+        Json(json!({ "authorizationUrl": start_url, "expiresAt": expires_at.to_rfc3339() }))
+            .into_response(),
+    )
+}
 
-    let mut url = url::Url::parse(authorization_url)
-        .map_err(|e| ApiError::Internal(format!("authorization_url: {e}")))?;
+/// The provider's authorization URL for a state and PKCE challenge.
+fn provider_url(
+    state: &SharedState,
+    service: &str,
+    state_token: &str,
+    challenge: &oauth2::PkceCodeChallenge,
+) -> Option<String> {
+    let (provider, app) = state.oauth.provider(service)?;
+    let mut url = url::Url::parse(provider.authorization_url.as_deref()?).ok()?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_type", "code")
             .append_pair("client_id", &app.client_id)
             .append_pair("redirect_uri", &state.oauth.redirect_uri)
-            .append_pair("state", &state_token);
+            .append_pair("state", state_token);
         if !provider.default_scopes.is_empty() {
             q.append_pair("scope", &provider.scope_param());
         }
@@ -150,11 +179,74 @@ async fn authorize(
             q.append_pair(k, v);
         }
     }
-    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(STATE_TTL_SECONDS.into());
-    Ok(
-        Json(json!({ "authorizationUrl": url.as_str(), "expiresAt": expires_at.to_rfc3339() }))
-            .into_response(),
-    )
+    Some(url.into())
+}
+
+/// `GET /api/oauth/start/:token`: the browser that opens it is the one the
+/// authorization is bound to.
+async fn start(
+    State(state): State<SharedState>,
+    Path(start_token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let fail = |code: &str, target: Option<&str>| {
+        back(&state, target, &[("oauth", "error"), ("error", code)])
+    };
+    if !is_nonce(&start_token) {
+        return fail("invalid_start", None);
+    }
+    let cookie = state.oauth.browser_cookie;
+    // Several flows in one browser share its nonce; a new browser gets one.
+    let nonce = cookie.read(&headers).unwrap_or_else(random_nonce);
+    let state_token = random_nonce();
+    let (challenge, verifier) = oauth2::PkceCodeChallenge::new_random_sha256();
+    let request_id = request_id::current();
+    let opened = db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        let row = client
+            .query_one(
+                "SELECT otobot.open_oauth_start($1, $2, $3, $4, $5, $6)",
+                &[
+                    &sha256(&start_token),
+                    &sha256(&state_token),
+                    &sha256(&nonce),
+                    &verifier.secret(),
+                    &STATE_TTL_SECONDS,
+                    &request_id,
+                ],
+            )
+            .await
+            .map_err(db::map_error)?;
+        Ok(row.get::<_, Option<Value>>(0))
+    })
+    .await;
+    let opened = match opened {
+        Ok(Some(o)) => o,
+        Ok(None) => return fail("invalid_start", None),
+        Err(error) => {
+            tracing::error!(%error, "opening an OAuth start failed");
+            return fail("server_error", None);
+        }
+    };
+    let target = opened["redirectAfter"].as_str();
+    if opened["expired"] == true {
+        return fail("start_expired", target);
+    }
+    let service = opened["service"].as_str().unwrap_or_default();
+    let Some(url) = provider_url(&state, service, &state_token, &challenge) else {
+        return fail("provider_not_configured", target);
+    };
+    let mut response = Redirect::to(&url).into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&cookie.set_cookie(&nonce, STATE_TTL_SECONDS.into())) {
+        h.append(header::SET_COOKIE, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 /// Back to the frontend with the outcome in the query string.
@@ -173,6 +265,7 @@ fn back(state: &SharedState, target: Option<&str>, params: &[(&str, &str)]) -> R
 async fn callback(
     State(state): State<SharedState>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
     let request_id = request_id::current();
     let fail = |code: &str, target: Option<&str>| {
@@ -184,13 +277,20 @@ async fn callback(
     else {
         return fail("invalid_state", None);
     };
+    // SECURITY: the browser that opened the start URL must come back with
+    // its nonce; without it the state is spent and nothing is stored.
+    let browser = state
+        .oauth
+        .browser_cookie
+        .read(&headers)
+        .map(|nonce| sha256(&nonce));
     // Single use: the state is deleted whatever happens next.
     let consumed = db::within(state.db_timeout, async {
         let client = db::client(&state.pool).await?;
         let row = client
             .query_one(
-                "SELECT otobot.consume_oauth_state($1, $2)",
-                &[&state_hash(state_token), &request_id],
+                "SELECT otobot.consume_oauth_state($1, $2, $3)",
+                &[&sha256(state_token), &browser, &request_id],
             )
             .await
             .map_err(db::map_error)?;
@@ -209,6 +309,21 @@ async fn callback(
     let target = target.as_deref();
     if pending["expired"] == true {
         return fail("state_expired", None);
+    }
+    if pending["browserMismatch"] == true {
+        // Not the browser that started: its redirectAfter is not trusted either.
+        tracing::warn!(
+            cookie = browser.is_some(),
+            "an OAuth callback came without the starting browser's cookie; nothing stored"
+        );
+        return fail(
+            if browser.is_some() {
+                "browser_mismatch"
+            } else {
+                "browser_cookie_missing"
+            },
+            None,
+        );
     }
     let service = pending["service"].as_str().unwrap_or_default().to_owned();
     if let Some(error) = query.get("error") {

@@ -46,7 +46,7 @@ pub fn router() -> Router<SharedState> {
         )
 }
 
-fn user_api(state: &SharedState) -> Result<&UserApi> {
+pub(crate) fn user_api(state: &SharedState) -> Result<&UserApi> {
     state.user_api.as_ref().ok_or_else(|| {
         ApiError::Unavailable("the user API is disabled: API_JWT_SECRET is not set".into())
     })
@@ -54,7 +54,7 @@ fn user_api(state: &SharedState) -> Result<&UserApi> {
 
 /// One call of a SECURITY DEFINER function returning JSON text; the
 /// database's "user not found or inactive" means the token's user is gone.
-async fn call(
+pub(crate) async fn call(
     state: &SharedState,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -99,18 +99,28 @@ fn valid_email(email: &str) -> bool {
 // ---------------------------------------------------------------------------
 
 #[derive(Deserialize)]
-struct LoginBody {
+pub(crate) struct LoginBody {
     email: String,
     password: String,
 }
 
-/// `POST /api/tooljet/auth/login` → `{authToken, expiresAt, user}`.
-async fn login(
-    State(state): State<SharedState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+/// A verified login: the user's profile, and who they are.
+pub(crate) struct LoggedIn {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub role: String,
+    pub profile: Value,
+}
+
+/// Checks an email and password (rate-limited per address and per account,
+/// audited with `source`), for a bearer token or a portal session.
+pub(crate) async fn verify_login(
+    state: &SharedState,
+    peer: SocketAddr,
     payload: std::result::Result<Json<LoginBody>, JsonRejection>,
-) -> Result<Response> {
-    let api = user_api(&state)?;
+    source: &'static str,
+) -> Result<LoggedIn> {
+    let api = user_api(state)?;
     let LoginBody { email, password } = body(payload)?;
     let email = email.trim().to_owned();
     if !valid_email(&email) || password.is_empty() || password.len() > 1024 {
@@ -165,17 +175,17 @@ async fn login(
 
     let Some((kind, principal, _, true)) = account.filter(|_| matches) else {
         call(
-            &state,
-            "SELECT otobot.login_failed($1, 'tooljet', $2)::text",
-            &[&email, &request_id],
+            state,
+            "SELECT otobot.login_failed($1, $2, $3)::text",
+            &[&email, &source, &request_id],
         )
         .await?;
         return Err(ApiError::InvalidCredentials);
     };
     let user_text = call(
-        &state,
-        "SELECT otobot.login_succeeded($1, $2, $3, 'tooljet', $4)::text",
-        &[&kind, &principal, &new_hash, &request_id],
+        state,
+        "SELECT otobot.login_succeeded($1, $2, $3, $4, $5)::text",
+        &[&kind, &principal, &new_hash, &source, &request_id],
     )
     .await
     .map_err(|e| {
@@ -186,22 +196,42 @@ async fn login(
         }
     })?
     .ok_or(ApiError::InvalidCredentials)?;
-    let user: Value =
+    let profile: Value =
         serde_json::from_str(&user_text).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let id = user["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
-    let client = user["clientId"]
+    let id = profile["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
+    let client = profile["clientId"]
         .as_str()
         .and_then(|s| Uuid::parse_str(s).ok());
-    let (Some(id), Some(client), Some(role)) = (id, client, user["role"].as_str()) else {
+    let (Some(id), Some(client_id), Some(role)) = (id, client, profile["role"].as_str()) else {
         return Err(ApiError::Internal(
             "login returned an incomplete profile".into(),
         ));
     };
-    let (token, exp) = api.jwt.issue(id, client, role);
+    Ok(LoggedIn {
+        id,
+        client_id,
+        role: role.to_owned(),
+        profile,
+    })
+}
+
+/// `POST /api/tooljet/auth/login` → `{authToken, expiresAt, user}`.
+async fn login(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    payload: std::result::Result<Json<LoginBody>, JsonRejection>,
+) -> Result<Response> {
+    let user = verify_login(&state, peer, payload, "tooljet").await?;
+    let (token, exp) = user_api(&state)?
+        .jwt
+        .issue(user.id, user.client_id, &user.role);
     let expires_at = chrono::DateTime::from_timestamp(exp, 0)
         .map(|t| t.to_rfc3339())
         .unwrap_or_default();
-    Ok(Json(json!({ "authToken": token, "expiresAt": expires_at, "user": user })).into_response())
+    Ok(
+        Json(json!({ "authToken": token, "expiresAt": expires_at, "user": user.profile }))
+            .into_response(),
+    )
 }
 
 /// `GET /api/tooljet/me`: the caller's profile.
@@ -298,13 +328,14 @@ async fn store_api_key(
         let client = db::client(&state.pool).await?;
         let row = client
             .query_one(
-                "SELECT otobot.store_api_key($1, $2, $3, $4, $5, 'tooljet', $6)",
+                "SELECT otobot.store_api_key($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &user.id,
                     &service,
                     &key,
                     &b.label,
                     &b.account_identifier,
+                    &user.source,
                     &request_id,
                 ],
             )
@@ -366,8 +397,8 @@ async fn delete_connection(
     }
     let done = call(
         &state,
-        "SELECT otobot.deactivate_connection($1, $2, 'tooljet', $3)::text",
-        &[&id, &user.id, &request_id],
+        "SELECT otobot.deactivate_connection($1, $2, $3, $4)::text",
+        &[&id, &user.id, &user.source, &request_id],
     )
     .await?;
     match done.as_deref() {
@@ -453,8 +484,8 @@ async fn create_user(
     let request_id = request_id::current();
     let id = call(
         &state,
-        "SELECT otobot.create_user($1, NULL, $2, $3, $4, 'tooljet', $5)::text",
-        &[&user.id, &email, &hash, &role, &request_id],
+        "SELECT otobot.create_user($1, NULL, $2, $3, $4, $5, $6)::text",
+        &[&user.id, &email, &hash, &role, &user.source, &request_id],
     )
     .await?;
     Ok((
@@ -474,8 +505,8 @@ async fn deactivate_user(
     let request_id = request_id::current();
     let done = call(
         &state,
-        "SELECT otobot.deactivate_user($1, $2, 'tooljet', $3)::text",
-        &[&user.id, &target, &request_id],
+        "SELECT otobot.deactivate_user($1, $2, $3, $4)::text",
+        &[&user.id, &target, &user.source, &request_id],
     )
     .await?;
     match done.as_deref() {
