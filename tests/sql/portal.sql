@@ -147,8 +147,10 @@ SELECT test.expect_error($$SELECT otobot.list_own_access_history('a0000000-0000-
 SELECT test.expect_error($$SELECT otobot.list_own_access_history('a0000000-0000-0000-0000-00000000000a', NULL, 0, true, NULL)$$, '22023');
 SELECT test.expect_error($$SELECT otobot.list_own_access_history('a0000000-0000-0000-0000-00000000000a', 0, 10, true, NULL)$$, '22023');
 SELECT test.expect_error($$SELECT otobot.list_own_access_history('b0000000-0000-0000-0000-00000000000b', NULL, 10, true, NULL)$$, 'P0002');
--- Session state set by the caller changes nothing: the function sets its own scope.
-SELECT set_config('otobot.scope', 'system', false), set_config('otobot.user_id', 'c0000000-0000-0000-0000-00000000000c', false);
+-- Session state is not an input: the caller cannot set it (0008), and the
+-- function sets its own scope anyway.
+SELECT test.expect_error($$SELECT set_config('otobot.scope', 'system', false)$$, '42501');
+SELECT test.expect_error($$SELECT set_config('otobot.user_id', 'c0000000-0000-0000-0000-00000000000c', false)$$, '42501');
 DO $$ BEGIN
     ASSERT NOT otobot.list_own_access_history('a0000000-0000-0000-0000-00000000000a', NULL, 100, false, NULL)::text LIKE '%cron%',
         'a caller''s SET of the scope does not widen the history';
