@@ -4,7 +4,9 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGRX_VERSION=0.18.1
 PG_MAJOR=15
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# OTOBOT_PG_BIN points the scripts at another PostgreSQL 15 installation
+# (a developer's private copy); the default is Debian's.
+PG_BIN=${OTOBOT_PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 PG_CONFIG=$PG_BIN/pg_config
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
