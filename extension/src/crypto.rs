@@ -1112,5 +1112,139 @@ mod tests {
         assert_ne!(&a[..], &key(1)[..]);
         assert_ne!(*derive(&key(1), LABEL_AUDIT_CHAIN), a);
     }
-}
 
+    /// The fixture of values sealed by this implementation (hand-written
+    /// AES-NI/PCLMULQDQ GCM, commit 6933b8c), kept so that every later
+    /// implementation proves it still opens them.
+    const LEGACY_FIXTURE: &str = include_str!("../../crypto/tests/fixtures/legacy-6933b8c.tsv");
+
+    /// Plaintext sizes of the fixture: around every block and buffer boundary,
+    /// and past the 64 KiB reused buffer.
+    const LEGACY_SIZES: &[usize] = &[
+        0, 1, 2, 3, 4, 5, 11, 12, 15, 16, 17, 31, 32, 33, 40, 47, 48, 49, 63, 64, 65, 79, 80, 81, 100, 127, 128,
+        129, 200, 239, 240, 241, 255, 256, 257, 300, 511, 512, 513, 1000, 1023, 1024, 1025, 4095, 4096, 4097,
+        65_535, 65_536, 65_537, 70_001,
+    ];
+
+    /// Valid UTF-8 of exactly `n` bytes (no NUL: it must fit an SQL text),
+    /// mixing one- to four-byte characters.
+    fn legacy_plaintext(n: usize, r: &mut impl RngCore) -> String {
+        const CHARS: &[&str] = &["a", "Z", "0", "-", "_", ".", "/", "é", "ß", "✓", "€", "🔑", "𝄞", " ", "\"", "'"];
+        let mut s = String::with_capacity(n);
+        while s.len() < n {
+            let c = CHARS[(r.next_u32() as usize) % CHARS.len()];
+            if s.len() + c.len() <= n {
+                s.push_str(c);
+            } else {
+                s.push('x');
+            }
+        }
+        s
+    }
+
+    /// Writes the fixture with THIS implementation. Run once, by hand, before
+    /// the implementation is replaced:
+    /// `OTOBOT_WRITE_LEGACY_FIXTURE=<dir> cargo test -p otobot --lib write_legacy_fixture -- --ignored`
+    #[test]
+    #[ignore]
+    fn write_legacy_fixture() {
+        let Some(dir) = std::env::var_os("OTOBOT_WRITE_LEGACY_FIXTURE") else {
+            return;
+        };
+        let dir = std::path::Path::new(&dir);
+        let mut os = rand_core::OsRng;
+        // Version 1 is the SQL tests' key (tests/sql/_setup.sql registers it).
+        let mut keys: Vec<(u32, [u8; 32])> = vec![(1, [1u8; 32])];
+        for version in [2, 7, 1000, 2_147_483_647] {
+            let mut k = [0u8; 32];
+            os.fill_bytes(&mut k);
+            keys.push((version, k));
+        }
+        let aads = [
+            String::new(),
+            "3f2504e0-4f89-41d3-9a0c-0305e82c3301:encrypted_access_token".into(),
+            "3f2504e0-4f89-41d3-9a0c-0305e82c3301:encrypted_refresh_token".into(),
+            "c:encrypted_access_token".into(),
+            "clé ✓ 🔑:colonne".into(),
+            "a".repeat(16),
+            "b".repeat(17),
+            "x".repeat(300),
+        ];
+        let mut content = ChaCha20Rng::seed_from_u64(12);
+        let mut out = String::from("version\tkey_hex\taad\tplaintext_b64\tstored\n");
+        let mut row = 0usize;
+        for &n in LEGACY_SIZES {
+            // Small values twice (more keys and associated data), large ones once.
+            let rounds = if n > 4096 { 1 } else { 2 };
+            for _ in 0..rounds {
+                let (version, k) = &keys[row % keys.len()];
+                let aad = &aads[row % aads.len()];
+                let plain = legacy_plaintext(n, &mut content);
+                let stored = encrypt(&new_cipher(k), *version, &mut os, plain.as_bytes(), aad.as_bytes()).unwrap();
+                let key_hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+                out.push_str(&format!("{version}\t{key_hex}\t{aad}\t{}\t{stored}\n", B64.encode(&plain)));
+                row += 1;
+            }
+        }
+        std::fs::write(dir.join("legacy-6933b8c.tsv"), out).unwrap();
+        // The key check value stored per version, and audit-chain MACs.
+        let mut out = String::from("version\tkey_hex\tkey_check_hex\tmessage_hex\taudit_mac_hex\n");
+        let messages: [Vec<u8>; 3] = [Vec::new(), b"row".to_vec(), (0..=255u8).collect()];
+        for (i, (version, k)) in keys.iter().enumerate() {
+            use hmac::Mac as _;
+            let message = &messages[i % messages.len()];
+            let mut m = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(derive(k, LABEL_AUDIT_CHAIN).as_ref()).unwrap();
+            m.update(message);
+            let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            out.push_str(&format!(
+                "{version}\t{}\t{}\t{}\t{}\n",
+                hex(k),
+                hex(&key_check(k)),
+                hex(message),
+                hex(&m.finalize().into_bytes())
+            ));
+        }
+        std::fs::write(dir.join("legacy-6933b8c-derivations.tsv"), out).unwrap();
+    }
+
+    const LEGACY_DERIVATIONS: &str = include_str!("../../crypto/tests/fixtures/legacy-6933b8c-derivations.tsv");
+
+    #[test]
+    fn key_checks_and_audit_macs_match_the_legacy_implementation() {
+        use hmac::Mac as _;
+        let mut lines = LEGACY_DERIVATIONS.lines();
+        assert_eq!(lines.next(), Some("version\tkey_hex\tkey_check_hex\tmessage_hex\taudit_mac_hex"));
+        let mut rows = 0;
+        for line in lines {
+            let f: Vec<&str> = line.split('\t').collect();
+            let k: [u8; 32] = unhex(f[1]).try_into().unwrap();
+            assert_eq!(key_check(&k).as_slice(), unhex(f[2]).as_slice());
+            let mut m = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(derive(&k, LABEL_AUDIT_CHAIN).as_ref()).unwrap();
+            m.update(&unhex(f[3]));
+            assert_eq!(m.finalize().into_bytes().as_slice(), unhex(f[4]).as_slice());
+            rows += 1;
+        }
+        assert_eq!(rows, 5);
+    }
+
+    #[test]
+    fn values_sealed_by_the_legacy_implementation_still_decrypt() {
+        let mut lines = LEGACY_FIXTURE.lines();
+        assert_eq!(lines.next(), Some("version\tkey_hex\taad\tplaintext_b64\tstored"));
+        let mut rows = 0;
+        for line in lines {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(f.len(), 5, "row {rows}");
+            let version: u32 = f[0].parse().unwrap();
+            let k: [u8; 32] = unhex(f[1]).try_into().unwrap();
+            let plain = B64.decode(f[3]).unwrap();
+            let sealed = parse(f[4]).unwrap();
+            assert_eq!(sealed.version, version);
+            let out = decrypt(&new_cipher(&k), &sealed, f[2].as_bytes()).unwrap();
+            assert_eq!(out.as_slice(), plain.as_slice(), "row {rows}");
+            assert!(decrypt(&new_cipher(&k), &sealed, b"another:column").is_err());
+            rows += 1;
+        }
+        assert_eq!(rows, LEGACY_SIZES.iter().map(|&n| if n > 4096 { 1 } else { 2 }).sum::<usize>());
+    }
+}

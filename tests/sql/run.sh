@@ -2,6 +2,7 @@
 # SQL test suite: each tests/sql/*.sql runs in its own database, cloned from
 # a template that `otobot migrate` brought up to date, after _setup.sql.
 # A test passes when psql runs it to the end (assertions RAISE on failure).
+# psql variable :repo_root is the repository's root (for fixtures).
 #   OTOBOT_TEST_ADMIN_URL  superuser URL (default postgresql://postgres@127.0.0.1:5432/postgres)
 #   OTOBOT_BIN             the otobot binary (default target/debug/otobot)
 set -uo pipefail
@@ -37,7 +38,7 @@ for f in "$here"/[0-9a-z]*.sql; do
     n=$((n + 1))
     db="otobot_sqltest_${n}_$$"
     psql_admin -c "CREATE DATABASE \"$db\" TEMPLATE \"$template\"" || { failed=$((failed + 1)); continue; }
-    out=$(psql "$(db_url "$db")" -X -q -v ON_ERROR_STOP=1 -f "$here/_setup.sql" -f "$f" 2>&1)
+    out=$(psql "$(db_url "$db")" -X -q -v ON_ERROR_STOP=1 -v repo_root="$root" -f "$here/_setup.sql" -f "$f" 2>&1)
     if [ $? -eq 0 ]; then
         passed=$((passed + 1)); echo "ok   - sql/$name"
     else
