@@ -19,12 +19,176 @@ use crate::{
 
 const LOAD_KEY: &str = "SELECT otobot.otobot_load_key($1, $2, $3)";
 
-/// Loads the keyring into one session: the old versions, then the current
-/// one, each as bind parameters. On failure, the version that did not load.
-pub async fn load_keys(
-    client: &tokio_postgres::Client,
-    keys: &KeySet,
-) -> Result<(), (i32, tokio_postgres::Error)> {
+/// Why the keyring was not loaded into a session.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyLoadError {
+    /// SECURITY: the session could write a key into the server log, so no
+    /// key was sent (fail closed). Names the setting, never a key.
+    #[error(
+        "keys not sent: a {role} session would log them ({setting} = {value}), a setting this \
+         role cannot override; as a superuser run `ALTER ROLE {role} SET {setting} = {safe}` \
+         (or remove the database-wide or server-wide setting), then retry"
+    )]
+    UnsafeLogging {
+        role: String,
+        setting: &'static str,
+        value: String,
+        safe: &'static str,
+    },
+    /// The session's logging settings could not be read.
+    #[error("cannot read the session's logging settings: {0}")]
+    Check(tokio_postgres::Error),
+    /// `otobot_load_key` refused this key version.
+    #[error("loading key version {version} failed: {source}")]
+    Key {
+        version: i32,
+        source: tokio_postgres::Error,
+    },
+}
+
+/// Settings that decide whether a statement's bind parameters (keys, tokens)
+/// can reach the server log. The settings the role may change itself are set
+/// safe on every session; the others are tried, then verified.
+const USER_SETTABLE_SAFE: &str = "SET log_parameter_max_length_on_error = 0; \
+     SET debug_print_parse = off; SET debug_print_rewritten = off; SET debug_print_plan = off";
+
+/// `(setting, safe value)`: superuser-only settings that, left unsafe, log
+/// statements with their parameters. `auto_explain`/`pgaudit` only count
+/// when loaded (or set for this session).
+const GUARDED: &[(&str, &str)] = &[
+    ("log_statement", "none"),
+    ("log_min_duration_statement", "-1"),
+    ("log_min_duration_sample", "-1"),
+    ("log_transaction_sample_rate", "0"),
+    ("log_parameter_max_length", "0"),
+    ("log_parameter_max_length_on_error", "0"),
+    ("debug_print_parse", "off"),
+    ("debug_print_rewritten", "off"),
+    ("debug_print_plan", "off"),
+    ("auto_explain.log_min_duration", "-1"),
+    ("pgaudit.log_parameter", "off"),
+];
+
+const READ_SETTINGS: &str =
+    "SELECT n, COALESCE((SELECT setting FROM pg_catalog.pg_settings WHERE name = n), \
+            pg_catalog.current_setting(n, true)), current_user::text \
+     FROM unnest($1::text[]) AS n";
+
+/// The first setting (with its value) that would let a statement's bind
+/// parameters reach the log, given the effective values `value(name)`.
+///
+/// SECURITY: keys and tokens are only ever bind parameters. They are logged
+/// when a statement is logged with its parameters (`log_statement`,
+/// `log_min_duration_statement`, the sampling settings, unless
+/// `log_parameter_max_length = 0` drops every parameter from those lines),
+/// in an error's context (`log_parameter_max_length_on_error`), in a
+/// printed plan (`debug_print_*`, `auto_explain`: a custom plan holds the
+/// parameters as constants), or by pgaudit with `log_parameter`.
+/// `log_min_error_statement` only adds the statement's text, which carries
+/// `$1`, not the value; pg_stat_statements stores normalised text too.
+pub fn unsafe_logging_setting<'a>(
+    value: impl Fn(&str) -> Option<&'a str>,
+) -> Option<(&'static str, String, &'static str)> {
+    let is = |name: &str, safe: &[&str]| value(name).is_none_or(|v| safe.contains(&v));
+    let parameters_dropped = value("log_parameter_max_length") == Some("0");
+    let checks: &[(&'static str, &[&str], &'static str)] = &[
+        ("log_statement", &["none", "ddl"], "'none'"),
+        ("log_min_duration_statement", &["-1"], "-1"),
+        ("log_transaction_sample_rate", &["0"], "0"),
+    ];
+    if !parameters_dropped {
+        for (name, safe, fix) in checks {
+            if !is(name, safe) {
+                return Some((name, value(name).unwrap_or_default().to_owned(), fix));
+            }
+        }
+        if !is("log_min_duration_sample", &["-1"]) && !is("log_statement_sample_rate", &["0"]) {
+            let v = value("log_min_duration_sample").unwrap_or_default();
+            return Some(("log_min_duration_sample", v.to_owned(), "-1"));
+        }
+    }
+    let always: &[(&'static str, &[&str], &'static str)] = &[
+        ("log_parameter_max_length_on_error", &["0"], "0"),
+        ("debug_print_parse", &["off"], "off"),
+        ("debug_print_rewritten", &["off"], "off"),
+        ("debug_print_plan", &["off"], "off"),
+        ("auto_explain.log_min_duration", &["-1"], "-1"),
+        ("pgaudit.log_parameter", &["off"], "off"),
+    ];
+    always
+        .iter()
+        .find(|(name, safe, _)| !is(name, safe))
+        .map(|(name, _, fix)| (*name, value(name).unwrap_or_default().to_owned(), *fix))
+}
+
+/// Makes this session's logging safe for keys, or says which setting is not.
+///
+/// SECURITY: fail closed. What the role may set is set; the superuser-only
+/// settings that are unsafe are tried (a superuser, or a role granted `SET`
+/// on them, succeeds; `otobot_api` fails silently, as a non-superuser DBA's
+/// `ALTER ROLE … SET log_statement = 'all'` intends); then the effective
+/// values are read back and judged. No key is sent before this passes.
+pub async fn ensure_keys_unlogged(client: &tokio_postgres::Client) -> Result<(), KeyLoadError> {
+    client
+        .batch_execute(USER_SETTABLE_SAFE)
+        .await
+        .map_err(KeyLoadError::Check)?;
+    let mut names: Vec<&str> = GUARDED.iter().map(|(n, _)| *n).collect();
+    names.push("log_statement_sample_rate");
+    let read = || async {
+        let rows = client
+            .query(READ_SETTINGS, &[&names])
+            .await
+            .map_err(KeyLoadError::Check)?;
+        let role = rows
+            .first()
+            .map(|r| r.get::<_, String>(2))
+            .unwrap_or_default();
+        let values: Vec<(String, Option<String>)> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok::<_, KeyLoadError>((role, values))
+    };
+    let judge = |values: &[(String, Option<String>)]| {
+        unsafe_logging_setting(|name| {
+            values
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| v.as_deref())
+        })
+    };
+    let (_, values) = read().await?;
+    if judge(&values).is_none() {
+        return Ok(());
+    }
+    for (name, safe) in GUARDED {
+        let current = values
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref());
+        if current.is_some_and(|v| v != *safe) {
+            // Names and values are constants of this file, never input.
+            let _ = client
+                .batch_execute(&format!("SET {name} = '{safe}'"))
+                .await;
+        }
+    }
+    let (role, values) = read().await?;
+    match judge(&values) {
+        None => Ok(()),
+        Some((setting, value, safe)) => Err(KeyLoadError::UnsafeLogging {
+            role,
+            setting,
+            value,
+            safe,
+        }),
+    }
+}
+
+/// Loads the keyring into one session, once its logging is verified safe
+/// ([`ensure_keys_unlogged`]): the old versions, then the current one, each
+/// as bind parameters.
+pub async fn load_keys(client: &tokio_postgres::Client, keys: &KeySet) -> Result<(), KeyLoadError> {
+    ensure_keys_unlogged(client).await?;
     let all = keys
         .old
         .iter()
@@ -37,7 +201,10 @@ pub async fn load_keys(
                 &[&key.version, &key.key.expose_secret().as_slice(), &current],
             )
             .await
-            .map_err(|e| (key.version, e))?;
+            .map_err(|source| KeyLoadError::Key {
+                version: key.version,
+                source,
+            })?;
     }
     Ok(())
 }
@@ -68,9 +235,12 @@ pub fn pool(settings: &Settings, keys: Arc<KeySet>) -> Pool {
         .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
             let keys = keys.clone();
             Box::pin(async move {
-                load_keys(client, &keys)
-                    .await
-                    .map_err(|(_, e)| HookError::Backend(e))
+                load_keys(client, &keys).await.map_err(|e| match e {
+                    KeyLoadError::Key { source, .. } | KeyLoadError::Check(source) => {
+                        HookError::Backend(source)
+                    }
+                    unsafe_logging => HookError::Message(unsafe_logging.to_string().into()),
+                })
             })
         }))
         .build()
@@ -92,6 +262,7 @@ pub fn describe_pool_error(error: &PoolError) -> String {
             Some(db) => format!("loading the keyring failed: {}", db.message()),
             None => format!("loading the keyring failed: {e}"),
         },
+        PoolError::PostCreateHook(HookError::Message(message)) => message.to_string(),
         PoolError::Backend(e) => match e.as_db_error() {
             Some(db) => format!("cannot connect to the database: {}", db.message()),
             None => format!("cannot connect to the database: {e}"),
@@ -139,4 +310,92 @@ pub async fn within<T>(
     tokio::time::timeout(timeout, f)
         .await
         .unwrap_or_else(|_| Err(ApiError::Unavailable("database call timed out".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge(pairs: &[(&str, &str)]) -> Option<&'static str> {
+        unsafe_logging_setting(|name| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| *v))
+            .map(|(name, _, _)| name)
+    }
+
+    const DEFAULTS: &[(&str, &str)] = &[
+        ("log_statement", "none"),
+        ("log_min_duration_statement", "-1"),
+        ("log_min_duration_sample", "-1"),
+        ("log_statement_sample_rate", "1"),
+        ("log_transaction_sample_rate", "0"),
+        ("log_parameter_max_length", "-1"),
+        ("log_parameter_max_length_on_error", "0"),
+        ("debug_print_parse", "off"),
+        ("debug_print_rewritten", "off"),
+        ("debug_print_plan", "off"),
+    ];
+
+    fn with(changes: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut all: Vec<_> = DEFAULTS.to_vec();
+        for (n, v) in changes {
+            all.retain(|(m, _)| m != n);
+            all.push((n, v));
+        }
+        all
+    }
+
+    #[test]
+    fn postgresql_defaults_are_safe_for_keys() {
+        assert_eq!(judge(DEFAULTS), None);
+        assert_eq!(judge(&with(&[("log_statement", "ddl")])), None);
+    }
+
+    #[test]
+    fn each_way_a_bind_parameter_reaches_the_log_is_refused_by_name() {
+        for (name, value) in [
+            ("log_statement", "all"),
+            ("log_statement", "mod"),
+            ("log_min_duration_statement", "0"),
+            ("log_min_duration_statement", "250ms"),
+            ("log_transaction_sample_rate", "0.01"),
+            ("log_min_duration_sample", "0"),
+            ("log_parameter_max_length_on_error", "-1"),
+            ("debug_print_plan", "on"),
+            ("auto_explain.log_min_duration", "0"),
+            ("pgaudit.log_parameter", "on"),
+        ] {
+            assert_eq!(judge(&with(&[(name, value)])), Some(name), "{name}={value}");
+        }
+    }
+
+    #[test]
+    fn statement_logging_without_parameters_is_safe_but_plans_and_errors_are_not() {
+        let hidden = ("log_parameter_max_length", "0");
+        assert_eq!(
+            judge(&with(&[
+                hidden,
+                ("log_statement", "all"),
+                ("log_min_duration_statement", "0")
+            ])),
+            None
+        );
+        assert_eq!(
+            judge(&with(&[hidden, ("auto_explain.log_min_duration", "0")])),
+            Some("auto_explain.log_min_duration")
+        );
+        assert_eq!(
+            judge(&with(&[
+                hidden,
+                ("log_parameter_max_length_on_error", "64B")
+            ])),
+            Some("log_parameter_max_length_on_error")
+        );
+        // Sampling at rate 0 samples nothing.
+        assert_eq!(
+            judge(&with(&[
+                ("log_min_duration_sample", "0"),
+                ("log_statement_sample_rate", "0")
+            ])),
+            None
+        );
+    }
 }

@@ -55,25 +55,19 @@ pub fn keys_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<KeySet> {
 }
 
 /// Loads `keys` into this session: the old versions decrypt-only, then the current one.
-/// Each key is a bind parameter, never SQL text.
+/// Each key is a bind parameter, never SQL text, and none is sent unless the
+/// session's logging is verified safe ([`crate::db::ensure_keys_unlogged`]).
 pub async fn load_keyring(client: &Client, keys: &KeySet) -> Result<()> {
-    keep_keys_out_of_logs(client).await;
     crate::db::load_keys(client, keys)
         .await
-        .map_err(|(version, e)| anyhow::anyhow!(describe_key_error(version, &e)))
+        .map_err(|e| anyhow::anyhow!(describe_load_error(&e)))
 }
 
-/// SECURITY: an administrator's session may log its statements; keep the
-/// keys' bind parameters out of the server log (superuser-only settings:
-/// a lesser role keeps what its own role settings say).
-async fn keep_keys_out_of_logs(client: &Client) {
-    for setting in [
-        "SET log_statement = 'none'",
-        "SET log_min_duration_statement = -1",
-        "SET log_parameter_max_length = 0",
-        "SET log_parameter_max_length_on_error = 0",
-    ] {
-        let _ = client.batch_execute(setting).await;
+/// A key-loading failure as one line naming what to fix.
+pub fn describe_load_error(error: &crate::db::KeyLoadError) -> String {
+    match error {
+        crate::db::KeyLoadError::Key { version, source } => describe_key_error(*version, source),
+        other => other.to_string(),
     }
 }
 
@@ -84,7 +78,10 @@ async fn keep_keys_out_of_logs(client: &Client) {
 /// different key for a registered version is an error naming it.
 pub async fn register_keyring(client: &Client, keys: &KeySet) -> Result<Vec<(i32, bool)>> {
     use secrecy::ExposeSecret;
-    keep_keys_out_of_logs(client).await;
+    // SECURITY: the keys are bind parameters here too: fail closed.
+    crate::db::ensure_keys_unlogged(client)
+        .await
+        .map_err(|e| anyhow::anyhow!(describe_load_error(&e)))?;
     let mut registered = Vec::new();
     for key in keys.old.iter().chain(std::iter::once(&keys.current)) {
         let new: bool = client
