@@ -41,8 +41,14 @@ const COOKIE_PLAIN: &str = "otobot_session";
 /// Marks a portal session token, so no other HS256 token can pass for one.
 const TYP: &str = "otobot-portal-session";
 
+/// The `aud` of portal session tokens.
+const AUDIENCE: &str = "otobot-portal-session";
+
 #[derive(Serialize, Deserialize)]
 struct Claims {
+    /// `PUBLIC_URL` of the API that issued it.
+    iss: String,
+    aud: String,
     /// 256 random bits, base64url.
     sid: String,
     sub: Uuid,
@@ -73,6 +79,7 @@ pub struct SessionKeys {
     pub ttl_seconds: i32,
     pub idle_seconds: i32,
     secure: bool,
+    issuer: String,
 }
 
 fn derive(secret: &[u8], label: &str) -> Zeroizing<[u8; 32]> {
@@ -86,8 +93,11 @@ impl SessionKeys {
         let signing = derive(jwt_secret, "otobot/portal-session/v1");
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[AUDIENCE]);
         Self {
+            issuer: settings.issuer.clone(),
             encoding: EncodingKey::from_secret(signing.as_slice()),
             decoding: DecodingKey::from_secret(signing.as_slice()),
             validation,
@@ -119,6 +129,8 @@ impl SessionKeys {
         let sid = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: AUDIENCE.into(),
             sid,
             sub: user,
             typ: TYP.into(),
@@ -245,6 +257,7 @@ mod tests {
                 session_ttl_seconds: 600,
                 idle_seconds: 60,
                 secure_cookies: secure,
+                issuer: "http://localhost:3001".into(),
             },
         )
     }
@@ -290,6 +303,7 @@ mod tests {
                 session_ttl_seconds: 600,
                 idle_seconds: 60,
                 secure_cookies: false,
+                issuer: "http://localhost:3001".into(),
             },
         )
         .issue(user);
@@ -300,7 +314,7 @@ mod tests {
             )))
             .is_none());
         // A ToolJet bearer token signed with the same API_JWT_SECRET.
-        let bearer = crate::jwt::JwtKeys::new(&[7u8; 32], 600)
+        let bearer = crate::jwt::JwtKeys::new(&[7u8; 32], 600, "http://localhost:3001")
             .issue(user, Uuid::new_v4(), "admin")
             .0;
         assert!(k

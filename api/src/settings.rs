@@ -33,6 +33,8 @@ pub struct InternalToken {
 /// The user API (ToolJet, the portal): present when `API_JWT_SECRET` is set.
 pub struct UserApiSettings {
     pub jwt_secret: SecretBox<Vec<u8>>,
+    /// `PUBLIC_URL`: the `iss` of user tokens.
+    pub issuer: String,
     pub jwt_ttl_seconds: i64,
     pub login_max_attempts: u32,
     pub login_window: Duration,
@@ -54,6 +56,8 @@ pub struct PortalSettings {
     pub idle_seconds: i32,
     /// Cookies are `Secure` (and `__Host-` prefixed) when `PUBLIC_URL` is https.
     pub secure_cookies: bool,
+    /// `PUBLIC_URL`: the `iss` of session tokens.
+    pub issuer: String,
 }
 
 /// OAuth2: the catalogue, the enabled apps, the callback and the refresher.
@@ -103,6 +107,15 @@ pub struct Settings {
     pub json_logs: bool,
     pub user_api: Option<UserApiSettings>,
     pub oauth: OAuthSettings,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsSettings,
+}
+
+/// `/metrics` is served only to a bearer of `METRICS_TOKEN` and/or on a
+/// listener of its own (`METRICS_LISTEN_ADDRESS`); with neither, it is 404.
+pub struct MetricsSettings {
+    pub token: Option<SecretString>,
+    pub listen_address: Option<std::net::SocketAddr>,
 }
 
 /// A start-up configuration error: one line that names the variable.
@@ -265,8 +278,32 @@ impl Settings {
             },
             user_api: user_api(&var, &number)?,
             oauth: oauth(&var, &number)?,
+            metrics: metrics(&var)?,
         })
     }
+}
+
+fn metrics(var: &impl Fn(&str) -> Option<String>) -> Result<MetricsSettings> {
+    let token = match var("METRICS_TOKEN") {
+        Some(t) if t.trim().len() < MIN_TOKEN_LEN => {
+            return err(format!(
+                "METRICS_TOKEN must be at least {MIN_TOKEN_LEN} characters (use `openssl rand -hex 32`)"
+            ))
+        }
+        t => t.map(|t| SecretString::from(t.trim().to_owned())),
+    };
+    let listen_address = match var("METRICS_LISTEN_ADDRESS") {
+        None => None,
+        Some(a) => Some(a.trim().parse().map_err(|_| {
+            ConfigError(
+                "METRICS_LISTEN_ADDRESS must be an IP address and port, e.g. 127.0.0.1:9464".into(),
+            )
+        })?),
+    };
+    Ok(MetricsSettings {
+        token,
+        listen_address,
+    })
 }
 
 /// `AUDIT_SEAL_LAG_WARN_SECONDS`: above this lag the sealer warns and
@@ -316,6 +353,7 @@ fn user_api(
     };
     Ok(Some(UserApiSettings {
         jwt_secret: SecretBox::new(Box::new(secret.trim().as_bytes().to_vec())),
+        issuer: public.clone(),
         jwt_ttl_seconds: number("JWT_TTL_SECONDS", 3600, 60, 86_400)? as i64,
         login_max_attempts: number("LOGIN_RATE_LIMIT_MAX_ATTEMPTS", 10, 1, 100_000)? as u32,
         login_window: Duration::from_secs(number(
@@ -338,6 +376,7 @@ fn user_api(
             session_ttl_seconds: number("PORTAL_SESSION_TTL_SECONDS", 28_800, 300, 604_800)? as i32,
             idle_seconds: number("PORTAL_SESSION_IDLE_SECONDS", 1800, 60, 604_800)? as i32,
             secure_cookies: public.starts_with("https://"),
+            issuer: public.clone(),
         },
     }))
 }

@@ -26,6 +26,8 @@ use crate::{
 
 pub struct Application {
     listener: TcpListener,
+    /// `METRICS_LISTEN_ADDRESS`: `/metrics` alone.
+    metrics_listener: Option<TcpListener>,
     state: SharedState,
     sealer: Sealer,
 }
@@ -73,6 +75,11 @@ pub async fn build_state(settings: &mut Settings) -> Result<SharedState> {
             settings.rate_limit_window,
         ),
         metrics: Arc::new(Metrics::default()),
+        metrics_token: settings.metrics.token.as_ref().map(|t| {
+            use secrecy::ExposeSecret;
+            use sha2::Digest;
+            sha2::Sha256::digest(t.expose_secret().as_bytes()).into()
+        }),
         services: RwLock::new(Arc::new(HashSet::new())),
         refresh_window_seconds: settings.refresh_window_seconds,
         db_timeout: settings.db_timeout,
@@ -169,8 +176,21 @@ impl Application {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address}"))?;
+        let metrics_listener =
+            match settings.metrics.listen_address {
+                None => None,
+                Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                    format!("cannot listen on {address} (METRICS_LISTEN_ADDRESS)")
+                })?),
+            };
+        if metrics_listener.is_none() && state.metrics_token.is_none() {
+            tracing::info!(
+                "/metrics is off: set METRICS_TOKEN or METRICS_LISTEN_ADDRESS to serve it"
+            );
+        }
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             sealer: Sealer::new(
                 settings.audit_seal_interval,
@@ -184,6 +204,13 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` listens on its own, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> SharedState {
@@ -203,7 +230,21 @@ impl Application {
             .state
             .oauth
             .refresher_enabled
-            .then(|| tokio::spawn(refresher(self.state.clone(), stop_rx)));
+            .then(|| tokio::spawn(refresher(self.state.clone(), stop_rx.clone())));
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let mut stop = stop_rx.clone();
+            let app = routes::health::metrics_router(self.state.clone());
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(%address, "metrics listening (METRICS_LISTEN_ADDRESS)");
+            }
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await
+            })
+        });
         tracing::info!(%address, "otobot serve listening");
         let app =
             routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -212,6 +253,9 @@ impl Application {
             .await
             .context("server error")?;
         let _ = stop_tx.send(true);
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         let sealer = background.await;
         if let Some(refresher) = refresher {
             let _ = refresher.await;
@@ -230,6 +274,7 @@ fn user_api(settings: crate::settings::UserApiSettings) -> Result<crate::state::
         jwt: crate::jwt::JwtKeys::new(
             settings.jwt_secret.expose_secret(),
             settings.jwt_ttl_seconds,
+            &settings.issuer,
         ),
         login_by_ip: RateLimit::new(settings.login_max_attempts, settings.login_window),
         login_by_email: RateLimit::new(settings.login_max_attempts, settings.login_window),

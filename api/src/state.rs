@@ -36,6 +36,8 @@ pub struct AppState {
     /// Per-address limit of the unauthenticated routes (health, metrics).
     pub public_limit: RateLimit,
     pub metrics: Arc<Metrics>,
+    /// SHA-256 of `METRICS_TOKEN`; `None`: `/metrics` is 404 on the API's port.
+    pub metrics_token: Option<[u8; 32]>,
     /// Service codes known to the database, refreshed in the background.
     pub services: RwLock<Arc<HashSet<String>>>,
     pub refresh_window_seconds: i32,

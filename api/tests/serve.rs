@@ -410,7 +410,8 @@ async fn a_caller_over_its_limit_gets_429_with_headers_and_another_caller_does_n
 
 #[tokio::test]
 async fn health_metrics_and_openapi_describe_the_service() {
-    let app = TestApp::spawn(&[]).await;
+    let metrics_token = random_hex32();
+    let app = TestApp::spawn(&[("METRICS_TOKEN", &metrics_token)]).await;
     let b = body(app.http.get(app.url("/health")).send().await.unwrap()).await;
     assert_eq!(
         (
@@ -436,6 +437,7 @@ async fn health_metrics_and_openapi_describe_the_service() {
     let metrics = app
         .http
         .get(app.url("/metrics"))
+        .bearer_auth(&metrics_token)
         .send()
         .await
         .unwrap()

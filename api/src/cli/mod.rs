@@ -84,6 +84,11 @@ impl Command {
 /// Runs the binary: loads `.env`, parses the arguments, runs the subcommand.
 /// Exits 0 on success, 1 on any error, printed as one `error: …` line on stderr.
 pub fn main() -> ExitCode {
+    // SECURITY: before any secret is read (`.env`, keys), fail closed.
+    if let Err(error) = crate::hardening::forbid_core_dumps() {
+        eprintln!("error: cannot keep this process out of core dumps (prctl/setrlimit): {error}");
+        return ExitCode::FAILURE;
+    }
     // Before the runtime starts threads: setting variables is only sound single-threaded.
     if let Err(error) = load_dotenv() {
         eprintln!("error: {error:#}");

@@ -1,8 +1,14 @@
 //! `/health` (database and keyring usable?) and `/metrics` (Prometheus).
+//!
+//! SECURITY: `/metrics` names callers, routes and the audit chain's state:
+//! on the API's port it answers only a bearer of `METRICS_TOKEN` (compared
+//! in constant time, as SHA-256 digests), and is 404 when no token is set;
+//! `METRICS_LISTEN_ADDRESS` serves it on a listener of its own (still
+//! behind the token when one is set).
 
 use axum::{
     extract::State,
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
@@ -65,9 +71,62 @@ pub async fn health(State(state): State<SharedState>) -> Response {
     }
 }
 
-/// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<SharedState>) -> Response {
+/// Prometheus text exposition, for a bearer of `METRICS_TOKEN`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(("metrics_token" = [])),
+    responses(
+        (status = 200, description = "Prometheus metrics", content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong METRICS_TOKEN bearer", body = super::openapi::ErrorBody),
+        (status = 404, description = "METRICS_TOKEN is not set: metrics are not served on this port", body = super::openapi::ErrorBody),
+    )
+)]
+pub async fn metrics(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    match &state.metrics_token {
+        None => ApiError::NotFound("route_not_found", "No such route".into()).into_response(),
+        Some(expected) if bearer_matches(&headers, expected) => exposition(&state),
+        Some(_) => ApiError::InvalidToken.into_response(),
+    }
+}
+
+/// The router of `METRICS_LISTEN_ADDRESS`: `/metrics` only.
+pub fn metrics_router(state: SharedState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_on_own_listener))
+        .fallback(|| async { ApiError::NotFound("route_not_found", "No such route".into()) })
+        .layer(axum::middleware::from_fn(request_id::middleware))
+        .with_state(state)
+}
+
+async fn metrics_on_own_listener(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    match &state.metrics_token {
+        Some(expected) if !bearer_matches(&headers, expected) => {
+            ApiError::InvalidToken.into_response()
+        }
+        _ => exposition(&state),
+    }
+}
+
+/// SECURITY: constant time, whatever the length sent.
+fn bearer_matches(headers: &HeaderMap, expected: &[u8; 32]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return false;
+    };
+    let sent: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    sent.ct_eq(expected).into()
+}
+
+fn exposition(state: &SharedState) -> Response {
     (
         [(
             header::CONTENT_TYPE,

@@ -36,6 +36,12 @@ impl Modify for InternalToken {
             "internal_token",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(crate::auth::HEADER))),
         );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(utoipa::openapi::security::Http::new(
+                utoipa::openapi::security::HttpAuthScheme::Bearer,
+            )),
+        );
     }
 }
 

@@ -193,6 +193,8 @@ pub async fn store_oauth(
 /// A running `otobot serve` (in this process) on its own migrated database.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// `METRICS_LISTEN_ADDRESS`'s listener, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub token: String,
     pub key_hex: String,
     pub db: TestDb,
@@ -247,6 +249,7 @@ impl TestApp {
             .await
             .expect("server starts");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let state = app.state();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(app.run_until(async {
@@ -254,6 +257,7 @@ impl TestApp {
         }));
         Self {
             addr,
+            metrics_addr,
             token,
             key_hex,
             db,
