@@ -3,12 +3,15 @@
 use std::{str::FromStr, time::Duration};
 
 use anyhow::{Context, Result};
-use tokio_postgres::{config::Host, Client, Config, NoTls};
+use tokio_postgres::{config::Host, Client, Config};
 
-/// A PostgreSQL connection target. Its password is never displayed: see [`Database::redacted`].
+use crate::tls::DbTls;
+
+/// A PostgreSQL connection target and its TLS. Its password is never displayed: see [`Database::redacted`].
 #[derive(Debug, Clone)]
 pub struct Database {
     config: Config,
+    tls: DbTls,
 }
 
 impl Database {
@@ -26,31 +29,59 @@ impl Database {
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<Self> {
         let var = |name: &str| var(name).filter(|value| !value.is_empty());
-        let config = match database_url
+        let (config, url_mode, url_root) = match database_url
             .map(str::to_owned)
             .or_else(|| var("MIGRATION_DATABASE_URL"))
         {
-            // SECURITY: tokio-postgres parse errors name the option, never its value, so no password leaks.
-            Some(url) => Config::from_str(&url)
-                .context("invalid database URL (--database-url or MIGRATION_DATABASE_URL)")?,
-            None => frontend_db(
-                &var,
-                var("POSTGRES_USER").unwrap_or_else(|| "otobot_admin".into()),
-                var("POSTGRES_PASSWORD"),
-            )?,
+            Some(url) => {
+                let (url, mode) = crate::tls::take_param(&url, "sslmode");
+                let (url, root) = crate::tls::take_param(&url, "sslrootcert");
+                // SECURITY: tokio-postgres parse errors name the option, never its value, so no password leaks.
+                let config = Config::from_str(&url)
+                    .context("invalid database URL (--database-url or MIGRATION_DATABASE_URL)")?;
+                (config, mode, root)
+            }
+            None => (
+                frontend_db(
+                    &var,
+                    var("POSTGRES_USER").unwrap_or_else(|| "otobot_admin".into()),
+                    var("POSTGRES_PASSWORD"),
+                )?,
+                None,
+                None,
+            ),
         };
-        Ok(Self::from_config(config, "otobot migrate"))
+        let tls = crate::tls::from_settings(url_mode, url_root, &var, config.get_hosts())
+            .map_err(anyhow::Error::msg)?;
+        Ok(Self::from_config(config, tls, "otobot migrate"))
     }
 
-    /// Wraps a connection configuration, with an application name and a 10 s connect timeout by default.
-    pub fn from_config(mut config: Config, application_name: &str) -> Self {
+    /// Wraps a connection configuration and its TLS, with an application name and a 10 s connect
+    /// timeout by default.
+    pub fn from_config(mut config: Config, tls: DbTls, application_name: &str) -> Self {
         if config.get_application_name().is_none() {
             config.application_name(application_name);
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        Self { config }
+        config.ssl_mode(tls.pg_mode());
+        Self { config, tls }
+    }
+
+    /// The same target and TLS, on another database of the cluster.
+    pub fn with_dbname(&self, dbname: &str, application_name: &str) -> Self {
+        let mut config = self.config.clone();
+        config.dbname(dbname).application_name(application_name);
+        Self {
+            config,
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// How this connection uses TLS.
+    pub fn tls(&self) -> &DbTls {
+        &self.tls
     }
 
     /// The underlying connection configuration.
@@ -87,12 +118,12 @@ impl Database {
         format!("postgresql://{user}{password}@{}/{dbname}", hosts.join(","))
     }
 
-    /// Opens one connection and drives it on the current Tokio runtime.
+    /// Opens one connection (TLS as [`Database::tls`] says) and drives it on the current Tokio runtime.
     pub async fn connect(&self) -> Result<Client> {
-        // SECURITY: no TLS: the database is reached over loopback or the private Docker network.
+        let connector = self.tls.connector().map_err(anyhow::Error::msg)?;
         let (client, connection) = self
             .config
-            .connect(NoTls)
+            .connect(connector)
             .await
             .with_context(|| format!("cannot connect to {}", self.redacted()))?;
         tokio::spawn(async move {

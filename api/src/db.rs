@@ -10,7 +10,7 @@ use deadpool_postgres::{
     HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use secrecy::ExposeSecret;
-use tokio_postgres::{error::SqlState, NoTls};
+use tokio_postgres::error::SqlState;
 
 use crate::{
     error::ApiError,
@@ -219,9 +219,14 @@ pub fn pool(settings: &Settings, keys: Arc<KeySet>) -> Pool {
     ));
     config.connect_timeout(settings.db_timeout);
     config.keepalives_idle(Duration::from_secs(30));
+    let tls = settings
+        .database
+        .tls()
+        .connector()
+        .expect("checked when the settings were read");
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

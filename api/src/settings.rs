@@ -473,10 +473,16 @@ fn parse_key(hex_key: &str) -> Option<SecretBox<[u8; 32]>> {
 /// `FRONTEND_DB_USER` (default `otobot_api`), `FRONTEND_DB_PASSWORD`,
 /// `FRONTEND_DB_HOST`, `FRONTEND_DB_PORT`, `FRONTEND_DB_NAME`.
 fn api_database(var: &impl Fn(&str) -> Option<String>) -> Result<Database> {
+    let (mut url_mode, mut url_root) = (None, None);
     let config = match var("DATABASE_URL") {
-        // SECURITY: tokio-postgres parse errors name the option, never its value.
-        Some(url) => Config::from_str(&url)
-            .map_err(|_| ConfigError("DATABASE_URL is not a valid PostgreSQL URL".into()))?,
+        Some(url) => {
+            let (url, mode) = crate::tls::take_param(&url, "sslmode");
+            let (url, root) = crate::tls::take_param(&url, "sslrootcert");
+            (url_mode, url_root) = (mode, root);
+            // SECURITY: tokio-postgres parse errors name the option, never its value.
+            Config::from_str(&url)
+                .map_err(|_| ConfigError("DATABASE_URL is not a valid PostgreSQL URL".into()))?
+        }
         None => {
             let port = match var("FRONTEND_DB_PORT") {
                 None => 5432,
@@ -497,7 +503,9 @@ fn api_database(var: &impl Fn(&str) -> Option<String>) -> Result<Database> {
             config
         }
     };
-    Ok(Database::from_config(config, "otobot serve"))
+    let tls = crate::tls::from_settings(url_mode, url_root, var, config.get_hosts())
+        .map_err(ConfigError)?;
+    Ok(Database::from_config(config, tls, "otobot serve"))
 }
 
 #[cfg(test)]

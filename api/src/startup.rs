@@ -58,6 +58,16 @@ pub async fn build_state(settings: &mut Settings) -> Result<SharedState> {
             old: Vec::new(),
         },
     ));
+    let tls = settings.database.tls();
+    if tls.mode != crate::tls::SslMode::VerifyFull
+        && !crate::tls::all_local(settings.database.pg_config().get_hosts())
+    {
+        // SECURITY: keys and decrypted tokens cross this connection.
+        tracing::warn!(
+            sslmode = tls.mode.as_str(),
+            "the database is remote and its certificate is not verified: set FRONTEND_DB_SSLMODE=verify-full and FRONTEND_DB_SSLROOTCERT"
+        );
+    }
     let pool = db::pool(settings, keys);
     // Open one session now: a wrong key or a missing extension stops start-up.
     drop(

@@ -141,6 +141,12 @@ fn pg_command(tool: &str, db: &Database, dbname: &str) -> Command {
         cmd.arg("--username").arg(user);
     }
     cmd.arg("--no-password").arg("--dbname").arg(dbname);
+    // The same TLS as Otobot's own connections (libpq verifies verify-full itself).
+    cmd.env("PGSSLMODE", db.tls().mode.as_str());
+    match &db.tls().root_cert {
+        Some(root) => cmd.env("PGSSLROOTCERT", root),
+        None => cmd.env_remove("PGSSLROOTCERT"),
+    };
     match config.get_password() {
         // SECURITY: the child's environment only; never an argument (visible in ps).
         Some(password) => cmd.env("PGPASSWORD", String::from_utf8_lossy(password).as_ref()),
@@ -188,11 +194,7 @@ fn admin_dbname(db: &Database) -> Result<String> {
 
 /// A connection to another database of the same cluster, as the same user.
 async fn connect_to(db: &Database, dbname: &str) -> Result<Client> {
-    let mut config = db.pg_config().clone();
-    config.dbname(dbname);
-    let client = Database::from_config(config, "otobot backup")
-        .connect()
-        .await?;
+    let client = db.with_dbname(dbname, "otobot backup").connect().await?;
     client
         .batch_execute("SET TimeZone = 'UTC'")
         .await

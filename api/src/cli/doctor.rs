@@ -132,6 +132,20 @@ pub async fn run(args: Args) -> Result<()> {
                 "check DATABASE_URL or FRONTEND_DB_USER/FRONTEND_DB_PASSWORD and pg_hba.conf",
             ),
         }
+        let tls = settings.database.tls();
+        let hosts = settings.database.pg_config().get_hosts();
+        if tls.mode == crate::tls::SslMode::VerifyFull || crate::tls::all_local(hosts) {
+            report.ok("database tls", format!("sslmode={}", tls.mode.as_str()));
+        } else {
+            report.warn(
+                "database tls",
+                format!(
+                    "the database is remote and sslmode={}: its certificate is not verified",
+                    tls.mode.as_str()
+                ),
+                "set FRONTEND_DB_SSLMODE=verify-full and FRONTEND_DB_SSLROOTCERT (or sslmode=verify-full&sslrootcert= in DATABASE_URL)",
+            );
+        }
     }
     http_checks(&mut report).await;
 
