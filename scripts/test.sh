@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, against real parts: the extension's unit and
-# in-database tests, the SQL suite on a migrated database, and the API's
+# The whole test suite, against real parts: the crypto library's tests, the
+# extension's unit and in-database tests, the SQL suite on a migrated database, and the API's
 # integration tests. Installs what it needs first (idempotent).
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -23,6 +23,11 @@ suite() { # name, command...
     if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
 }
 
+crypto_tests() {
+    # otobot-crypto: GCM vectors, differential tests against aes-gcm, hkdf and
+    # hmac, the stored form's rules, and the legacy-ciphertext fixture.
+    cargo test -p otobot-crypto --manifest-path "$ROOT/Cargo.toml"
+}
 pgrx_test() {
     local pgdata_parent=/var/lib/postgresql/otobot-pgrx-test
     as_root mkdir -p "$pgdata_parent" && as_root chown postgres:postgres "$pgdata_parent"
@@ -52,6 +57,7 @@ n8n_node() {
         npm run --silent lint && npm run --silent build && npm test)
 }
 
+suite "crypto (cargo test -p otobot-crypto)" crypto_tests
 suite "extension (cargo pgrx test)" pgrx_test
 suite "install extension" install_extension
 suite "sql (tests/sql)" sql_suite

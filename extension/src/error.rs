@@ -29,6 +29,9 @@ pub enum OtobotError {
     /// Plaintext above the size cap (54000 program_limit_exceeded).
     #[error("otobot: plaintext is larger than 1 MiB")]
     PlaintextTooLarge,
+    /// The library refused to seal or to draw an IV; not expected (XX000 internal_error).
+    #[error("otobot: encryption failed")]
+    EncryptionFailed,
     /// A key of the wrong length (22023 invalid_parameter_value).
     #[error("otobot: key version {0} must be exactly 32 bytes")]
     BadKeyLength(i32),
@@ -60,13 +63,25 @@ impl OtobotError {
             Self::PlaintextTooLarge => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             Self::BadKeyLength(_) | Self::BadKeyVersion(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             Self::KeyCheckMismatch(_) => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-            Self::KeyCheckStore(_) => ERRCODE_INTERNAL_ERROR,
+            Self::KeyCheckStore(_) | Self::EncryptionFailed => ERRCODE_INTERNAL_ERROR,
         }
     }
 
     /// Raise as a PostgreSQL ERROR (does not return).
     pub fn raise(self) -> ! {
         pgrx::ereport!(ERROR, self.sqlstate(), self.to_string());
+    }
+}
+
+impl From<otobot_crypto::Error> for OtobotError {
+    fn from(e: otobot_crypto::Error) -> Self {
+        use otobot_crypto::Error as E;
+        match e {
+            E::Malformed(what) => Self::Malformed(what),
+            E::AuthenticationFailed => Self::AuthenticationFailed,
+            E::PlaintextTooLarge => Self::PlaintextTooLarge,
+            E::SealFailed => Self::EncryptionFailed,
+        }
     }
 }
 

@@ -11,26 +11,27 @@
 use std::cell::RefCell;
 
 use pgrx::prelude::*;
-use rand_chacha::ChaCha20Rng;
-use rand_core::{OsRng, RngCore, SeedableRng};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::crypto::{self, KEY_LEN};
 use crate::error::OtobotError;
 
+/// One key version: its AES-256-GCM key (an AWS-LC `EVP_AEAD_CTX` on
+/// AWS-LC's heap, cleansed by AWS-LC when freed) and its audit-chain HMAC
+/// key (an AWS-LC `HMAC_CTX` held inline, cleansed on drop).
 pub struct KeyEntry {
     pub cipher: crypto::Cipher,
     /// HMAC key of the audit chain, derived from this version's master key.
-    pub mac_key: Zeroizing<[u8; 32]>,
+    pub mac: crypto::MacKey,
 }
 
 #[derive(Default)]
 pub struct Keyring {
     /// Few entries (one per key version): a vector beats a map here.
     /// SECURITY: boxed, so a reallocation of the vector moves pointers, never
-    /// key material; each entry stays where it was built until it is dropped
-    /// (and zeroized).
+    /// key material (the HMAC contexts are inline in the entries); each entry
+    /// stays where it was built until it is dropped (and zeroized).
     entries: Vec<(u32, Box<KeyEntry>)>,
     current: Option<u32>,
 }
@@ -56,9 +57,9 @@ impl Keyring {
     }
 
     fn insert(&mut self, version: u32, entry: Box<KeyEntry>, is_current: bool) {
-        // Dropping the replaced entry zeroizes its MAC key (Zeroizing), its
-        // GHASH key (crypto::Cipher) and its AES round keys (the `aes`
-        // crate's `zeroize` feature, enabled in Cargo.toml).
+        // Dropping the replaced entry cleanses its HMAC context
+        // (HMAC_CTX_cleanup) and frees its AEAD context through
+        // OPENSSL_free, which cleanses every allocation it frees.
         self.entries.retain(|(v, _)| *v != version);
         self.entries.push((version, entry));
         self.entries.sort_by_key(|(v, _)| *v);
@@ -82,32 +83,11 @@ impl Keyring {
 thread_local! {
     // `const`: no lazy-initialisation check on each access (every encrypt and decrypt).
     static KEYRING: RefCell<Keyring> = const { RefCell::new(Keyring { entries: Vec::new(), current: None }) };
-    static RNG: RefCell<Option<(i32, ChaCha20Rng)>> = const { RefCell::new(None) };
     static EXIT_HOOK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 pub fn with<R>(f: impl FnOnce(&Keyring) -> R) -> R {
     KEYRING.with(|k| f(&k.borrow()))
-}
-
-/// Run `f` with this backend's IV generator.
-///
-/// SECURITY: a ChaCha20 CSPRNG seeded from the OS. The seed is tied to the
-/// backend's pid: a state inherited across fork() (a library preloaded in the
-/// postmaster) would repeat IVs in two backends, which breaks GCM, so a pid
-/// change reseeds.
-pub fn with_rng<R>(f: impl FnOnce(&mut ChaCha20Rng) -> R) -> R {
-    // SAFETY: MyProcPid is a plain int set by PostgreSQL at backend start.
-    let pid = unsafe { pg_sys::MyProcPid };
-    RNG.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if !matches!(&*slot, Some((p, _)) if *p == pid) {
-            let mut seed = Zeroizing::new([0u8; 32]);
-            OsRng.fill_bytes(seed.as_mut());
-            *slot = Some((pid, ChaCha20Rng::from_seed(*seed)));
-        }
-        f(&mut slot.as_mut().expect("seeded above").1)
-    })
 }
 
 #[pg_guard]
@@ -209,10 +189,7 @@ fn load_inner(version: i32, key: &[u8], is_current: bool) -> Result<(), OtobotEr
     if !same_check(&stored, &crypto::key_check(&master)) {
         return Err(OtobotError::KeyCheckMismatch(version));
     }
-    let entry = Box::new(KeyEntry {
-        cipher: crypto::new_cipher(&master),
-        mac_key: crypto::derive(&master, crypto::LABEL_AUDIT_CHAIN),
-    });
+    let entry = Box::new(KeyEntry { cipher: crypto::Cipher::new(&master), mac: crypto::MacKey::new(&master) });
     drop(master);
     ensure_exit_hook();
     KEYRING.with(|k| k.borrow_mut().insert(version, entry, is_current));
@@ -296,7 +273,7 @@ mod tests {
 
     use super::*;
 
-    const WATCHED: usize = 128;
+    const WATCHED: usize = 256;
     static ARMED: AtomicBool = AtomicBool::new(false);
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     static PATTERNS: [[AtomicU64; 4]; WATCHED] = [const { [const { AtomicU64::new(0) }; 4] }; WATCHED];
@@ -359,14 +336,34 @@ mod tests {
         std::array::from_fn(|j| i.wrapping_mul(31).wrapping_add(j as u8) ^ 0xa5)
     }
 
-    /// Watches the master key (the AES-NI key schedule starts with it) and
-    /// the audit-chain key of each of `n` versions; runs `f`; returns the hits.
+    /// The SHA-256 state after HMAC's first block, `key XOR pad` (0x36 the
+    /// inner, 0x5c the outer): what an HMAC context holds instead of the key
+    /// (AWS-LC's `HMAC_CTX` keeps both, as `uint32_t h[8]`, native-endian).
+    fn hmac_state(key: &[u8; 32], pad: u8) -> [u8; 32] {
+        let mut state: [u32; 8] = [
+            0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+        ];
+        let mut block = [pad; 64];
+        for (b, k) in block.iter_mut().zip(key) {
+            *b ^= k;
+        }
+        sha2::compress256(&mut state, &[block.into()]);
+        let mut out = [0u8; 32];
+        for (o, w) in out.chunks_exact_mut(4).zip(state) {
+            o.copy_from_slice(&w.to_ne_bytes());
+        }
+        out
+    }
+
+    /// Watches, for each of `n` versions, the master key (an AES key
+    /// schedule starts with it), the audit-chain key and the two HMAC states
+    /// derived from it; runs `f`; returns the hits.
     fn hits_while(n: u8, f: impl FnOnce()) -> usize {
         let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let mut count = 0;
         for i in 1..=n {
-            let mac_key = crypto::derive(&master(i), crypto::LABEL_AUDIT_CHAIN);
-            for pattern in [master(i), *mac_key] {
+            let mac_key = otobot_crypto::derive(&master(i), otobot_crypto::LABEL_AUDIT_CHAIN);
+            for pattern in [master(i), *mac_key, hmac_state(&mac_key, 0x36), hmac_state(&mac_key, 0x5c)] {
                 for (w, slot) in PATTERNS[count].iter().enumerate() {
                     slot.store(word(&pattern[8 * w..]), Ordering::Relaxed);
                 }
@@ -382,10 +379,7 @@ mod tests {
     }
 
     fn entry(i: u8) -> KeyEntry {
-        KeyEntry {
-            cipher: crypto::new_cipher(&master(i)),
-            mac_key: crypto::derive(&master(i), crypto::LABEL_AUDIT_CHAIN),
-        }
+        KeyEntry { cipher: crypto::Cipher::new(&master(i)), mac: crypto::MacKey::new(&master(i)) }
     }
 
     #[test]
@@ -403,6 +397,29 @@ mod tests {
             ring.clear();
         });
         assert_eq!(hits, 0, "key bytes found in freed memory");
+    }
+
+    #[test]
+    fn the_hmac_state_the_scan_watches_is_the_one_the_library_computes() {
+        // HMAC(k, m) = H(outer || H(inner || m)), so finishing the watched
+        // states by hand must give the library's MAC.
+        let k = otobot_crypto::derive(&master(3), otobot_crypto::LABEL_AUDIT_CHAIN);
+        let mac = crypto::MacKey::new(&master(3)).mac(b"row");
+        let finish = |state: [u8; 32], data: &[u8]| {
+            let mut h: [u32; 8] = std::array::from_fn(|i| u32::from_ne_bytes(state[4 * i..4 * i + 4].try_into().unwrap()));
+            let mut block = [0u8; 64];
+            block[..data.len()].copy_from_slice(data);
+            block[data.len()] = 0x80;
+            block[56..].copy_from_slice(&((64 + data.len() as u64) * 8).to_be_bytes());
+            sha2::compress256(&mut h, &[block.into()]);
+            let mut out = [0u8; 32];
+            for (o, w) in out.chunks_exact_mut(4).zip(h) {
+                o.copy_from_slice(&w.to_be_bytes());
+            }
+            out
+        };
+        let inner = finish(hmac_state(&k, 0x36), b"row");
+        assert_eq!(finish(hmac_state(&k, 0x5c), &inner), mac);
     }
 
     #[test]

@@ -45,17 +45,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.key_versions', '');
 );
 
 fn decrypt_str(ciphertext: &str, aad: &str) -> Result<zeroize::Zeroizing<String>, OtobotError> {
-    decrypt_into(ciphertext, aad, |plain| zeroize::Zeroizing::new(plain.to_owned()))
-}
-
-/// Decrypts into a scratch buffer zeroized on return and hands the text to `f`.
-fn decrypt_into<R>(ciphertext: &str, aad: &str, f: impl FnOnce(&str) -> R) -> Result<R, OtobotError> {
-    let sealed = crypto::parse(ciphertext)?;
-    keyring::with(|k| {
-        crypto::decrypt_with(&k.get(sealed.version)?.cipher, &sealed, aad.as_bytes(), |plain| {
-            std::str::from_utf8(plain).map(f).map_err(|_| OtobotError::NotUtf8)
-        })
-    })?
+    crypto::decrypt_into(ciphertext, aad, |plain| zeroize::Zeroizing::new(plain.to_owned()))
 }
 
 /// A `text` value built in PostgreSQL's memory straight from the decryption
@@ -84,24 +74,17 @@ impl PlainText {
     }
 }
 
-fn encrypt_str(plaintext: &str, aad: &str) -> Result<String, OtobotError> {
-    keyring::with(|k| {
-        let (version, entry) = k.current()?;
-        keyring::with_rng(|rng| crypto::encrypt(&entry.cipher, version, rng, plaintext.as_bytes(), aad.as_bytes()))
-    })
-}
-
 /// Encrypt `plaintext` under the current key version, bound to `aad`
 /// (`<connection id>:<column name>`). Returns `version:iv:tag:ciphertext`.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn otobot_encrypt(plaintext: &str, aad: &str) -> String {
-    encrypt_str(plaintext, aad).or_raise()
+    crypto::encrypt(plaintext, aad).or_raise()
 }
 
 /// Decrypt a stored value with the key version it names, checking `aad`.
 #[pg_extern(stable, strict, parallel_unsafe)]
 fn otobot_decrypt(ciphertext: &str, aad: &str) -> PlainText {
-    decrypt_into(ciphertext, aad, PlainText::copy_of).or_raise()
+    crypto::decrypt_into(ciphertext, aad, PlainText::copy_of).or_raise()
 }
 
 /// Decrypt with its own version and encrypt again under the current one
@@ -110,15 +93,14 @@ fn otobot_decrypt(ciphertext: &str, aad: &str) -> PlainText {
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn otobot_reencrypt(ciphertext: &str, aad: &str) -> String {
     let plain = decrypt_str(ciphertext, aad).or_raise();
-    encrypt_str(&plain, aad).or_raise()
+    crypto::encrypt(&plain, aad).or_raise()
 }
 
 /// The key version a stored value names (no key needed). For rotation
 /// progress and `doctor`.
 #[pg_extern(immutable, strict, parallel_safe)]
 fn otobot_key_version(ciphertext: &str) -> i32 {
-    let version = ciphertext.split(':').next().unwrap_or("");
-    crypto::parse_version(version).or_raise() as i32
+    crypto::key_version(ciphertext).or_raise() as i32
 }
 
 /// Load one key version into this session's keyring. The key must match the
