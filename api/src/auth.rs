@@ -16,10 +16,14 @@ pub const HEADER: &str = "x-internal-token";
 
 /// An authenticated internal caller; its name goes into audit rows.
 #[derive(Clone, Debug)]
-pub struct Caller(pub String);
+pub struct Caller {
+    pub name: String,
+    /// Configured `trusted`: fetches credentials without a grant.
+    pub trusted: bool,
+}
 
 pub struct InternalTokens {
-    digests: Vec<(String, [u8; 32])>,
+    digests: Vec<(Caller, [u8; 32])>,
 }
 
 impl InternalTokens {
@@ -29,7 +33,10 @@ impl InternalTokens {
                 .iter()
                 .map(|t| {
                     (
-                        t.name.clone(),
+                        Caller {
+                            name: t.name.clone(),
+                            trusted: t.trusted,
+                        },
                         Sha256::digest(t.token.expose_secret().as_bytes()).into(),
                     )
                 })
@@ -45,12 +52,12 @@ impl InternalTokens {
         }
         let digest: [u8; 32] = Sha256::digest(sent).into();
         let mut found = None;
-        for (name, expected) in &self.digests {
+        for (caller, expected) in &self.digests {
             if bool::from(digest.ct_eq(expected)) {
-                found = Some(name);
+                found = Some(caller);
             }
         }
-        found.map(|name| Caller(name.clone()))
+        found.cloned()
     }
 }
 

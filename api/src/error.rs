@@ -57,6 +57,13 @@ pub enum ApiError {
     /// 500: a stored credential did not decrypt (audited by the database).
     #[error("stored credential did not decrypt")]
     DecryptionFailed,
+    /// 403: a credential fetch without a grant, by a caller that needs one (audited).
+    #[error("grant required")]
+    GrantRequired,
+    /// 403: the grant presented is unknown, another user's, expired, revoked,
+    /// or does not cover the service; `reason` says which (audited).
+    #[error("grant invalid: {reason}")]
+    GrantInvalid { reason: String },
 }
 
 impl ApiError {
@@ -73,7 +80,9 @@ impl ApiError {
             Self::Unauthorized | Self::InvalidToken | Self::InvalidCredentials => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::GrantRequired | Self::GrantInvalid { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Self::NotFound(..) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Upstream { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -100,6 +109,8 @@ impl ApiError {
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
             Self::DecryptionFailed => "decryption_failed",
+            Self::GrantRequired => "grant_required",
+            Self::GrantInvalid { .. } => "grant_invalid",
         }
     }
 
@@ -128,6 +139,21 @@ impl ApiError {
             Self::DecryptionFailed => {
                 "The stored credential could not be decrypted; the failure was audited".into()
             }
+            Self::GrantRequired => "A grant is required to read this user's credentials: send the \
+                otobotGrant that Otobot's trigger passed to the workflow in the x-otobot-grant header \
+                (in the Otobot node: Grant = {{ $json.body.otobotGrant }}), or, for a scheduled \
+                workflow, a standing grant the user created (POST /api/tooljet/grants)"
+                .into(),
+            Self::GrantInvalid { reason } => {
+                let why = match reason.as_str() {
+                    "expired" => "it has expired (a run grant lives RUN_GRANT_TTL_SECONDS): trigger the workflow again through Otobot, or ask the user for a new standing grant",
+                    "revoked" => "it was revoked: ask the user for a new grant",
+                    "service_not_covered" => "it does not cover this service: ask the user for a grant that names it",
+                    "other_user" => "it belongs to another user: pass the grant that came with this user's run",
+                    _ => "it is unknown: pass the otobotGrant of this run, or a standing grant, unchanged",
+                };
+                format!("The grant does not allow this fetch: {why}")
+            }
         }
     }
 }
@@ -148,8 +174,13 @@ impl IntoResponse for ApiError {
             "code": self.code(),
             "requestId": request_id,
         });
-        if matches!(self, Self::ConnectionNotFound) {
-            body["hasCredentials"] = json!(false);
+        match &self {
+            Self::ConnectionNotFound | Self::GrantRequired => body["hasCredentials"] = json!(false),
+            Self::GrantInvalid { reason } => {
+                body["hasCredentials"] = json!(false);
+                body["reason"] = json!(reason);
+            }
+            _ => {}
         }
         let mut response = (self.status(), axum::Json(body)).into_response();
         if let Self::RateLimited { retry_after, limit } = &self {

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod grants;
 pub mod hardening;
 pub mod jwt;
 pub mod metrics;

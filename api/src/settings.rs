@@ -28,6 +28,20 @@ pub struct KeySet {
 pub struct InternalToken {
     pub name: String,
     pub token: SecretString,
+    /// `trusted`: the token alone releases credentials (the seed's behaviour;
+    /// `doctor` warns). Otherwise (`grant`, the default) a credential fetch
+    /// must also present a user's grant.
+    pub trusted: bool,
+}
+
+/// `grant` (default) or `trusted`, as `N8N_INTERNAL_TOKEN_MODE` and the
+/// optional third field of an `INTERNAL_TOKENS` entry say.
+fn caller_mode(value: Option<&str>, name: &str) -> Result<bool> {
+    match value.map(str::trim) {
+        None | Some("grant") => Ok(false),
+        Some("trusted") => Ok(true),
+        Some(_) => err(format!("{name} must be grant or trusted")),
+    }
 }
 
 /// The user API (ToolJet, the portal): present when `API_JWT_SECRET` is set.
@@ -46,6 +60,8 @@ pub struct UserApiSettings {
     pub trigger_timeout: Duration,
     /// The portal's browser sessions.
     pub portal: PortalSettings,
+    /// Lifetime of the run grant the trigger route mints (`RUN_GRANT_TTL_SECONDS`).
+    pub run_grant_ttl_seconds: i32,
 }
 
 /// Browser sessions of the portal (`/portal/`).
@@ -206,6 +222,10 @@ impl Settings {
         internal_tokens.push(InternalToken {
             name: "n8n".into(),
             token: SecretString::from(n8n.trim().to_owned()),
+            trusted: caller_mode(
+                var("N8N_INTERNAL_TOKEN_MODE").as_deref(),
+                "N8N_INTERNAL_TOKEN_MODE",
+            )?,
         });
         for entry in var("INTERNAL_TOKENS")
             .iter()
@@ -215,11 +235,16 @@ impl Settings {
         {
             let bad = || {
                 ConfigError(format!(
-                    "INTERNAL_TOKENS must be name:token pairs separated by commas, names of a-z 0-9 _ . - and tokens of at least {MIN_TOKEN_LEN} characters"
+                    "INTERNAL_TOKENS must be name:token or name:token:mode entries separated by commas (mode grant or trusted), names of a-z 0-9 _ . - and tokens of at least {MIN_TOKEN_LEN} characters"
                 ))
             };
             let (name, token) = entry.split_once(':').ok_or_else(bad)?;
             let name = name.trim();
+            let (token, trusted) = match token.rsplit_once(':') {
+                Some((t, "trusted")) => (t, true),
+                Some((t, "grant")) => (t, false),
+                _ => (token, false),
+            };
             if !valid_caller_name(name) || token.trim().len() < MIN_TOKEN_LEN {
                 return Err(bad());
             }
@@ -231,6 +256,7 @@ impl Settings {
             internal_tokens.push(InternalToken {
                 name: name.to_owned(),
                 token: SecretString::from(token.trim().to_owned()),
+                trusted,
             });
         }
         for (i, a) in internal_tokens.iter().enumerate() {
@@ -378,6 +404,7 @@ fn user_api(
             secure_cookies: public.starts_with("https://"),
             issuer: public.clone(),
         },
+        run_grant_ttl_seconds: number("RUN_GRANT_TTL_SECONDS", 900, 10, 86_400)? as i32,
     }))
 }
 
@@ -612,6 +639,55 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["n8n", "tooljet", "cron"]
         );
+        assert!(
+            s.internal_tokens.iter().all(|t| !t.trusted),
+            "grant is the default mode"
+        );
+    }
+
+    #[test]
+    fn caller_modes_are_grant_by_default_and_trusted_only_when_said() {
+        let s = settings(&[
+            ("N8N_INTERNAL_TOKEN_MODE", "trusted"),
+            ("INTERNAL_TOKENS", "legacy:legacy-token-0123456789abcdef0123456789:trusted,cron:cron-token-0123456789abcdef0123456789ab:grant,plain:plain-token-0123456789abcdef0123456789ab"),
+        ])
+        .unwrap();
+        let modes: Vec<(&str, bool, &str)> = s
+            .internal_tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.trusted, t.token.expose_secret()))
+            .collect();
+        assert_eq!(
+            modes,
+            vec![
+                ("n8n", true, TOKEN),
+                ("legacy", true, "legacy-token-0123456789abcdef0123456789"),
+                ("cron", false, "cron-token-0123456789abcdef0123456789ab"),
+                ("plain", false, "plain-token-0123456789abcdef0123456789ab"),
+            ]
+        );
+        assert!(!settings(&[]).unwrap().internal_tokens[0].trusted);
+        assert_eq!(
+            error(&[("N8N_INTERNAL_TOKEN_MODE", "open")]),
+            "N8N_INTERNAL_TOKEN_MODE must be grant or trusted"
+        );
+    }
+
+    #[test]
+    fn the_run_grant_lifetime_defaults_to_fifteen_minutes_within_bounds() {
+        let ttl = |v: &[(&str, &str)]| {
+            settings(&[&[("API_JWT_SECRET", TOKEN)], v].concat())
+                .map(|s| s.user_api.unwrap().run_grant_ttl_seconds)
+        };
+        assert_eq!(ttl(&[]).unwrap(), 900);
+        assert_eq!(ttl(&[("RUN_GRANT_TTL_SECONDS", "60")]).unwrap(), 60);
+        for bad in ["0", "9", "86401", "soon"] {
+            assert!(ttl(&[("RUN_GRANT_TTL_SECONDS", bad)])
+                .err()
+                .unwrap()
+                .to_string()
+                .starts_with("RUN_GRANT_TTL_SECONDS"));
+        }
     }
 
     #[test]

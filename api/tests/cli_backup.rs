@@ -265,7 +265,7 @@ async fn restore_refuses_a_non_empty_target_without_force_and_restores_credentia
     let user = uuid::Uuid::parse_str(USER_A).unwrap();
     let creds: serde_json::Value = client
         .query_one(
-            "SELECT otobot.get_user_credentials($1, 'google', NULL, NULL, 'test', NULL)",
+            "SELECT otobot.get_user_credentials($1, 'google', NULL, true, NULL, NULL, 'test', NULL)",
             &[&user],
         )
         .await

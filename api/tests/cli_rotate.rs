@@ -100,7 +100,7 @@ fn spawn_reader(
         .await
         .unwrap();
         let read = api
-            .prepare("SELECT otobot.get_user_credentials(md5('user' || $1::text)::uuid, 'google', NULL, NULL, 'test', NULL)")
+            .prepare("SELECT otobot.get_user_credentials(md5('user' || $1::text)::uuid, 'google', NULL, true, NULL, NULL, 'test', NULL)")
             .await
             .unwrap();
         let mut u: i64 = 1;

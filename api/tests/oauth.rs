@@ -136,6 +136,8 @@ struct Setup {
     app: TestApp,
     token: String,
     user_id: String,
+    /// The user's standing grant for testidp, which every fetch presents.
+    grant: String,
     _catalogue: tempfile_path::TempFile,
 }
 
@@ -210,11 +212,13 @@ async fn setup_with(
         .unwrap();
     let token = login["authToken"].as_str().unwrap().to_owned();
     let user_id = login["user"]["id"].as_str().unwrap().to_owned();
+    let grant = app.grant(&user_id, &["testidp"]).await;
     Setup {
         idp,
         app,
         token,
         user_id,
+        grant,
         _catalogue: tempfile_path::TempFile(path),
     }
 }
@@ -373,10 +377,10 @@ async fn audited(s: &Setup, action: &str) -> i64 {
 
 async fn fetch(s: &Setup) -> reqwest::Response {
     s.app
-        .get(&format!(
-            "/api/internal/user/{}/credentials/testidp",
-            s.user_id
-        ))
+        .get_granted(
+            &format!("/api/internal/user/{}/credentials/testidp", s.user_id),
+            &s.grant,
+        )
         .await
 }
 

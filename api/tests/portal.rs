@@ -459,15 +459,20 @@ async fn the_access_history_shows_each_user_their_own_reads_only_an_admin_includ
     )
     .await;
     store_oauth(&db, &app.key_hex, USER_C, "google", "at-c", "rt-c", None).await;
-    for (user, id) in [
-        (USER_A, "read-a-1"),
-        (USER_A, "read-a-2"),
-        (USER_C, "read-c-1"),
+    let (grant_a, grant_c) = (
+        app.grant(USER_A, &["google"]).await,
+        app.grant(USER_C, &["google"]).await,
+    );
+    for (user, id, grant) in [
+        (USER_A, "read-a-1", &grant_a),
+        (USER_A, "read-a-2", &grant_a),
+        (USER_C, "read-c-1", &grant_c),
     ] {
         let r = app
             .http
             .get(app.url(&format!("/api/internal/user/{user}/credentials/google")))
             .header("x-internal-token", &app.token)
+            .header("x-otobot-grant", grant)
             .header("x-request-id", id)
             .send()
             .await

@@ -146,6 +146,7 @@ async fn the_seed_happy_path_returns_the_exact_shape_and_one_audit_row_per_fetch
         None,
     )
     .await;
+    let grant = app.grant(USER_A, &["google"]).await;
 
     for n in 1..=2 {
         let request_id = format!("req-happy-{n}");
@@ -153,6 +154,7 @@ async fn the_seed_happy_path_returns_the_exact_shape_and_one_audit_row_per_fetch
             .http
             .get(app.url(&format!("/api/internal/user/{USER_A}/credentials/google")))
             .header("x-internal-token", &app.token)
+            .header("x-otobot-grant", &grant)
             .header("x-request-id", &request_id)
             .send()
             .await
@@ -192,25 +194,28 @@ async fn the_seed_happy_path_returns_the_exact_shape_and_one_audit_row_per_fetch
     )
     .await;
     let b = body(
-        app.get(&format!(
-            "/api/internal/user/{USER_A}/credentials/google?label=work"
-        ))
+        app.get_granted(
+            &format!("/api/internal/user/{USER_A}/credentials/google?label=work"),
+            &grant,
+        )
         .await,
     )
     .await;
     assert_eq!(b["credentials"]["accessToken"], "ya29.work");
     let b = body(
-        app.get(&format!(
-            "/api/internal/user/{USER_A}/credentials/google?connectionId={id}"
-        ))
+        app.get_granted(
+            &format!("/api/internal/user/{USER_A}/credentials/google?connectionId={id}"),
+            &grant,
+        )
         .await,
     )
     .await;
     assert_eq!(b["credentials"]["accessToken"], "ya29.happy-path");
     let b = body(
-        app.get(&format!(
-            "/api/internal/user/{USER_A}/credentials/google?connectionId={work}"
-        ))
+        app.get_granted(
+            &format!("/api/internal/user/{USER_A}/credentials/google?connectionId={work}"),
+            &grant,
+        )
         .await,
     )
     .await;
@@ -246,8 +251,12 @@ async fn the_seed_happy_path_returns_the_exact_shape_and_one_audit_row_per_fetch
 #[tokio::test]
 async fn a_user_without_that_service_gets_404_with_has_credentials_false() {
     let app = TestApp::spawn(&[]).await;
+    let grant = app.grant(USER_A, &["slack"]).await;
     let response = app
-        .get(&format!("/api/internal/user/{USER_A}/credentials/slack"))
+        .get_granted(
+            &format!("/api/internal/user/{USER_A}/credentials/slack"),
+            &grant,
+        )
         .await;
     assert_eq!(response.status(), 404);
     let b = body(response).await;
@@ -272,12 +281,26 @@ async fn user_a_credential_cannot_be_fetched_with_user_b_id_even_in_the_same_cli
         None,
     )
     .await;
-    for path in [
-        format!("/api/internal/user/{USER_B}/credentials/google"),
-        format!("/api/internal/user/{USER_B}/credentials/google?connectionId={id}"),
-        format!("/api/internal/user/{USER_C}/credentials/google?connectionId={id}"),
+    // Each with their own valid grant: a grant does not widen what a user reaches.
+    let (grant_b, grant_c) = (
+        app.grant(USER_B, &["google"]).await,
+        app.grant(USER_C, &["google"]).await,
+    );
+    for (path, grant) in [
+        (
+            format!("/api/internal/user/{USER_B}/credentials/google"),
+            &grant_b,
+        ),
+        (
+            format!("/api/internal/user/{USER_B}/credentials/google?connectionId={id}"),
+            &grant_b,
+        ),
+        (
+            format!("/api/internal/user/{USER_C}/credentials/google?connectionId={id}"),
+            &grant_c,
+        ),
     ] {
-        let response = app.get(&path).await;
+        let response = app.get_granted(&path, grant).await;
         assert_eq!(response.status(), 404, "{path}");
         assert!(!response.text().await.unwrap().contains("ya29.only-for-a"));
     }
@@ -363,7 +386,8 @@ async fn a_caller_over_its_limit_gets_429_with_headers_and_another_caller_does_n
     let other = random_hex32();
     let app = TestApp::spawn(&[
         ("RATE_LIMIT_MAX_REQUESTS", "3"),
-        ("INTERNAL_TOKENS", &format!("tooljet:{other}")),
+        // A trusted caller (the seed's behaviour): no grant needed.
+        ("INTERNAL_TOKENS", &format!("tooljet:{other}:trusted")),
     ])
     .await;
     let path = format!("/api/internal/user/{USER_A}/connections");
@@ -432,8 +456,12 @@ async fn health_metrics_and_openapi_describe_the_service() {
         None,
     )
     .await;
-    app.get(&format!("/api/internal/user/{USER_A}/credentials/google"))
-        .await;
+    let grant = app.grant(USER_A, &["google"]).await;
+    app.get_granted(
+        &format!("/api/internal/user/{USER_A}/credentials/google"),
+        &grant,
+    )
+    .await;
     let metrics = app
         .http
         .get(app.url("/metrics"))
@@ -461,6 +489,9 @@ async fn health_metrics_and_openapi_describe_the_service() {
         "/api/internal/user/{userId}/credentials/{serviceName}",
         "/api/internal/user/{userId}/connections",
         "/api/internal/connection-status/{connectionId}",
+        "/api/tooljet/grants",
+        "/api/tooljet/grants/{id}",
+        "/api/tooljet/workflows/{path}/trigger",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),
@@ -468,10 +499,24 @@ async fn health_metrics_and_openapi_describe_the_service() {
         );
     }
     let credentials = &doc["paths"]["/api/internal/user/{userId}/credentials/{serviceName}"]["get"];
-    for status in ["200", "400", "401", "404", "429", "500", "503"] {
+    for status in ["200", "400", "401", "403", "404", "429", "500", "503"] {
         assert!(credentials["responses"].get(status).is_some(), "{status}");
     }
+    assert!(credentials["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "x-otobot-grant" && p["in"] == "header"));
+    for method in ["get", "post"] {
+        assert!(
+            doc["paths"]["/api/tooljet/grants"][method].is_object(),
+            "{method}"
+        );
+    }
+    assert!(doc["paths"]["/api/tooljet/grants/{id}"]["delete"].is_object());
     assert!(doc["components"]["securitySchemes"]["internal_token"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["GrantRefusedBody"].is_object());
     app.stop().await;
 }
 

@@ -123,11 +123,12 @@ async fn with_trace_logging_no_secret_appears_in_the_logs() {
     let refresh = format!("1//{}", random_hex32());
     store_oauth(&client, &key, USER_A, "google", &access, &refresh, None).await;
     let extra = random_hex32();
+    let grant = standing_grant(&client, USER_A, &["google"]).await;
 
     let mut vars = base_vars(&db, &key, &token);
     vars.insert("RUST_LOG".into(), "trace".into());
     vars.insert("LOG_FORMAT".into(), "json".into());
-    vars.insert("INTERNAL_TOKENS".into(), format!("tooljet:{extra}"));
+    vars.insert("INTERNAL_TOKENS".into(), format!("tooljet:{extra}:trusted"));
     let mut child = serve(&vars).spawn().unwrap();
 
     // The address is in the "listening" line.
@@ -159,10 +160,22 @@ async fn with_trace_logging_no_secret_appears_in_the_logs() {
     let response = http
         .get(&fetch)
         .header("x-internal-token", &token)
+        .header("x-otobot-grant", &grant)
         .send()
         .await
         .unwrap();
     assert!(response.text().await.unwrap().contains(&access));
+    // A grant for another service is refused (403, audited), logged without itself.
+    let response = http
+        .get(format!(
+            "{base}/api/internal/user/{USER_A}/credentials/slack"
+        ))
+        .header("x-internal-token", &token)
+        .header("x-otobot-grant", &grant)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
     let response = http
         .get(&fetch)
         .header("x-internal-token", &extra)
@@ -220,6 +233,7 @@ async fn with_trace_logging_no_secret_appears_in_the_logs() {
         wrong.clone(),
         access.clone(),
         refresh.clone(),
+        grant.clone(),
     ];
     if password.len() >= 8 {
         secrets.push(password);

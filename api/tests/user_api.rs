@@ -384,6 +384,8 @@ async fn users_see_and_change_only_their_own_and_admins_only_their_client() {
     .await
     .unwrap();
     assert!(!listed.to_string().contains("u1@example.test"));
+    // u1's standing grant, from before the deactivation.
+    let u1_grant = app.grant(&u1_id, &["notion"]).await;
 
     // The right admin deactivates u1: their token stops working, their connection goes.
     assert_eq!(
@@ -417,9 +419,12 @@ async fn users_see_and_change_only_their_own_and_admins_only_their_client() {
         401
     );
     let r = app
-        .get(&format!("/api/internal/user/{u1_id}/credentials/notion"))
+        .get_granted(
+            &format!("/api/internal/user/{u1_id}/credentials/notion"),
+            &u1_grant,
+        )
         .await;
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 404, "a grant does not outlive its user");
     app.stop().await;
 }
 
@@ -452,11 +457,27 @@ async fn an_api_key_stored_through_the_route_is_fetched_unchanged_and_stored_as_
     .await;
     assert_eq!(refused.status(), 400);
 
+    // The user's standing grant, made through the route, lets n8n fetch it.
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let created: Value = as_user(
+        &app,
+        &admin,
+        reqwest::Method::POST,
+        "/api/tooljet/grants",
+        Some(json!({"workflow": "notion sync", "services": ["notion"], "expiresAt": expires})),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let fetched: Value = app
-        .get(&format!(
-            "/api/internal/user/{}/credentials/notion",
-            me["id"].as_str().unwrap()
-        ))
+        .get_granted(
+            &format!(
+                "/api/internal/user/{}/credentials/notion",
+                me["id"].as_str().unwrap()
+            ),
+            created["grant"].as_str().unwrap(),
+        )
         .await
         .json()
         .await

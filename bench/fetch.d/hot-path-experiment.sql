@@ -40,10 +40,10 @@ DO $experiment$
 DECLARE
     f   regprocedure;
     def text;
-    old text := $old$PERFORM otobot.write_audit('credential_read', c.id, p_user_id, c.client_id, p_service_code, '{}');$old$;
+    old text := $old$PERFORM otobot.write_audit('credential_read', c.id, p_user_id, c.client_id, p_service_code, v_grant);$old$;
     new text := $new$INSERT INTO otobot.credential_access_logs
         (client_connection_id, user_id, client_id, service_code, source, action, request_id, detail)
-    VALUES (c.id, p_user_id, c.client_id, p_service_code, p_source, 'credential_read', p_request_id, '{}');$new$;
+    VALUES (c.id, p_user_id, c.client_id, p_service_code, p_source, 'credential_read', p_request_id, v_grant);$new$;
 BEGIN
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
              WHERE p.proname = 'get_user_credentials' AND p.pronamespace = 'otobot'::regnamespace

@@ -76,7 +76,7 @@ SELECT otobot.otobot_load_key(1, '\\x$k1'::bytea, false), otobot.otobot_load_key
 \endif
 \set u random(1, $users)
 SELECT 1 / ((r ->> 'hasCredentials')::boolean AND r -> 'credentials' ->> 'accessToken' LIKE 'access-token-%')::integer
-FROM otobot.get_user_credentials(md5('user' || :u)::uuid, 'google', NULL, NULL, 'bench', NULL) AS r;
+FROM otobot.get_user_credentials(md5('user' || :u)::uuid, 'google', NULL, true, NULL, NULL, 'bench', NULL) AS r;
 SQL
 (cd "$work" && "$pgbin/pgbench" -n -c 1 -j 1 -T 3600 -D loaded=0 -f read.sql -l --log-prefix=reads "$api_url" >"$work/pgbench.out" 2>&1) &
 reader=$!

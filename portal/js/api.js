@@ -142,9 +142,8 @@ export const users = () => request('GET', '/api/tooljet/users').then((d) => d.us
 export const createUser = (email, password, role) => request('POST', '/api/tooljet/users', { email, password, role });
 export const deactivateUser = (id) => request('DELETE', `/api/tooljet/users/${enc(id)}`);
 
-// TODO(grants, issue 11): these follow DESIGN.md ("Grants"); check the
-// field names against the routes when they land. Until then the server
-// answers 404 route_not_found and the page says grants are not available.
+// Grants (api/src/routes/grants.rs): a server without them answers 404
+// route_not_found and the page says grants are not available.
 export const grants = () => request('GET', '/api/tooljet/grants').then((d) => d.grants);
 export const createGrant = (workflow, services, expiresAt) =>
   request('POST', '/api/tooljet/grants', { workflow, services, expiresAt });

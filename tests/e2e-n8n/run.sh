@@ -3,7 +3,8 @@
 # real `otobot serve` on a scratch database.
 #
 #   - builds the node (n8n/dist) and the otobot binary;
-#   - installs n8n (pinned) once into a cache folder outside the repo;
+#   - installs n8n (pinned) once into a cache folder outside the repo
+#     (tests/e2e-n8n/install-n8n.sh);
 #   - migrates a scratch database otobot_e2e_<pid> and seeds two users, one
 #     of them with a Google connection; starts `otobot serve` on it;
 #   - per n8n version: loads the node the way docker/docker-compose.yml does
@@ -49,7 +50,6 @@ logs=$tmp/logs
 mkdir -p "$logs"
 db="otobot_e2e_$$"
 db_created=
-partial= # an n8n install under way
 pids=()  # process group leaders started with setsid
 
 ok() { passed=$((passed + 1)); echo "ok   - $*"; }
@@ -61,7 +61,6 @@ cleanup() {
     set +e
     exec 1>&7 2>&8
     for pid in "${pids[@]}"; do stop_group "$pid"; done
-    [ -n "$partial" ] && rm -rf "$partial"
     if [ -n "$db_created" ]; then
         psql_admin -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 ||
             echo "warning: could not drop database $db" >&2
@@ -134,44 +133,13 @@ fi
 [ -x "$otobot" ] || die "no otobot binary at $otobot"
 
 # --- n8n installs ----------------------------------------------------------
-n8n_package_json() { # version
-    local overrides='"xlsx": "0.18.5"'
-    # 1.x: isolated-vm 6 needs Node 22. Every version: xlsx from the registry, not a CDN.
-    case $1 in 1.*) overrides="$overrides, \"isolated-vm\": \"5.0.4\"" ;; esac
-    printf '{\n  "name": "otobot-e2e-n8n",\n  "private": true,\n  "dependencies": { "n8n": "%s" },\n  "overrides": { %s }\n}\n' \
-        "$1" "$overrides"
-}
-n8n_installed() { # dir, package.json text
-    [ -f "$1/node_modules/n8n/bin/n8n" ] && [ "$(cat "$1/package.json" 2>/dev/null)" = "$2" ]
-}
-install_n8n() { # version
-    local v=$1 dir=$cache/n8n-$1 want start pid
-    want=$(n8n_package_json "$v")
-    n8n_installed "$dir" "$want" && return 0
-    mkdir -p "$cache"
-    exec 9>"$cache/.n8n-$v.lock"
-    flock 9 # another run may be installing it
-    if ! n8n_installed "$dir" "$want"; then
-        say "installing n8n $v into $dir (once; a few minutes)"
-        start=$SECONDS
-        partial=$cache/.n8n-$v.partial.$$
-        rm -rf "$partial" && mkdir -p "$partial"
-        printf '%s\n' "$want" >"$partial/package.json"
-        # In its own process group, so that an interruption stops npm and its compilers too.
-        (cd "$partial" && exec setsid npm install --no-audit --no-fund) >"$logs/n8n-$v-install.log" 2>&1 &
-        pid=$!
-        pids+=("$pid")
-        if ! wait "$pid"; then
-            tail -n 30 "$logs/n8n-$v-install.log"
-            die "installing n8n $v failed"
-        fi
-        rm -rf "$dir" && mv "$partial" "$dir"
-        partial=
-        echo "installed n8n $v in $((SECONDS - start)) s"
-    fi
-    exec 9>&-
-}
-for v in $versions; do install_n8n "$v"; done
+# Once per version into the cache (reused; a concurrent install, e.g. the one
+# scripts/test.sh starts early in the background, is waited for).
+say "n8n $versions (cache $cache)"
+# shellcheck disable=SC2086
+N8N_E2E_CACHE=$cache "$here/install-n8n.sh" $versions >"$logs/n8n-install.log" 2>&1 ||
+    { tail -n 30 "$logs/n8n-install.log"; die "installing n8n failed (see $logs/n8n-install.log)"; }
+grep -h 'installed n8n' "$logs/n8n-install.log" || true
 
 # --- Database and otobot serve ---------------------------------------------
 master_key=$(openssl rand -hex 32)
@@ -206,6 +174,7 @@ say "otobot serve on 127.0.0.1:$api_port"
 setsid env -i PATH="$PATH" HOME="$tmp" NO_COLOR=1 RUST_LOG=debug \
     DATABASE_URL="$(db_url otobot_api "${FRONTEND_DB_PASSWORD:-}" "$db")" \
     ENCRYPTION_MASTER_KEY="$master_key" N8N_INTERNAL_TOKEN="$internal_token" \
+    N8N_INTERNAL_TOKEN_MODE=trusted \
     INTERNAL_API_HOST=127.0.0.1 INTERNAL_API_PORT="$api_port" \
     "$otobot" serve >"$logs/otobot.log" 2>&1 &
 otobot_pid=$!

@@ -25,6 +25,7 @@ let aliceId;
 // login limit (10 attempts per 15 minutes by default).
 let admin;
 let alice;
+let aliceGrant; // the standing grant Alice creates in the portal (its token)
 
 before(async () => {
   browser = await chromium.launch({
@@ -260,12 +261,44 @@ test('Alice adds an API key, which is never shown back', async () => {
   assert.ok(!(await page.content()).includes(env.API_KEY), 'the key is not in the page');
 });
 
-test("a read through the internal route appears in Alice's access history, with its caller and request id", async () => {
+test('Alice creates a standing grant for a scheduled workflow; its token is shown once', async () => {
+  const { page } = alice;
+  await nav(page, 'Grants');
+  await heading(page, 'Grants');
+  await page.getByText('You have no standing grant.').waitFor();
+  await page.getByLabel('Workflow', { exact: true }).fill('nightly report');
+  await page.getByLabel('Test IdP').check();
+  await page.getByRole('button', { name: 'Create the grant' }).click();
+  await page.locator('.page-message').getByText('Grant created. Copy it now: it is shown only once.').waitFor();
+  aliceGrant = await page.getByLabel('Grant token').inputValue();
+  assert.match(aliceGrant, /^otg_[A-Za-z0-9_-]{43}$/);
+  const row = page.locator('tr', { hasText: 'nightly report' });
+  await row.getByText('Active').waitFor();
+  await row.getByText('Test IdP').waitFor();
+  await checkA11y(page, 'grants');
+  await shot(page, 'grants');
+  // Shown once: the list never carries it, and the database keeps only its hash.
+  await nav(page, 'My connections');
+  await heading(page, 'My connections');
+  await nav(page, 'Grants');
+  await heading(page, 'Grants');
+  await page.locator('tr', { hasText: 'nightly report' }).waitFor();
+  assert.ok(!(await page.content()).includes(aliceGrant), 'the token is not shown again');
+  assert.equal(psql(`SELECT count(*) FROM otobot.grants WHERE token_hash = sha256(convert_to('${aliceGrant}', 'UTF8'))`), '1');
+});
+
+test("reads through the internal route appear in Alice's access history, with caller, workflow, grant and request id", async () => {
+  const refused = await fetch(`${API}/api/internal/user/${aliceId}/credentials/testidp`, {
+    headers: { 'x-internal-token': env.INTERNAL_TOKEN },
+  });
+  assert.equal(refused.status, 403, 'n8n needs a grant');
+  assert.equal((await refused.json()).code, 'grant_required');
   const read = await fetch(`${API}/api/internal/user/${aliceId}/credentials/testidp`, {
-    headers: { 'x-internal-token': env.INTERNAL_TOKEN, 'x-request-id': 'portal-e2e-read-1' },
+    headers: { 'x-internal-token': env.INTERNAL_TOKEN, 'x-otobot-grant': aliceGrant, 'x-request-id': 'portal-e2e-read-1' },
   });
   assert.equal(read.status, 200, await read.clone().text());
   assert.equal((await read.json()).hasCredentials, true);
+  // The reports caller is configured trusted (run.sh): no grant.
   const other = await fetch(`${API}/api/internal/user/${aliceId}/credentials/openai`, {
     headers: { 'x-internal-token': env.REPORTS_TOKEN, 'x-request-id': 'portal-e2e-read-2' },
   });
@@ -283,6 +316,10 @@ test("a read through the internal route appears in Alice's access history, with 
   await second.getByText('n8n (workflows)').waitFor();
   await second.getByText('Secret read').waitFor();
   await second.getByText('alice@example.test').waitFor();
+  await second.getByText('nightly report').waitFor();
+  const grantId = psql(`SELECT id FROM otobot.grants WHERE token_hash = sha256(convert_to('${aliceGrant}', 'UTF8'))`);
+  await second.getByText(grantId.slice(0, 8), { exact: true }).waitFor();
+  await first.getByText('none (trusted caller)').waitFor();
   assert.equal(await page.locator('tbody tr').count(), 2, 'reads only: the two reads');
   await checkA11y(page, 'history');
   await shot(page, 'history');
@@ -295,15 +332,23 @@ test("a read through the internal route appears in Alice's access history, with 
   assert.equal(await page.locator('tbody tr', { hasText: env.ADMIN_EMAIL }).count(), 0);
 });
 
-test('the grants page says so while the server has no grants', async () => {
+test('Alice revokes her grant; the workflow holding it is refused from then on', async () => {
   const { page } = alice;
   await nav(page, 'Grants');
   await heading(page, 'Grants');
-  await page.getByText('This server does not support grants yet.').waitFor();
-  await checkA11y(page, 'grants');
+  const row = page.locator('tr', { hasText: 'nightly report' });
+  await row.getByRole('button', { name: 'Revoke the grant of nightly report' }).click();
+  await page.getByRole('dialog', { name: 'Revoke the grant of nightly report?' }).waitFor();
+  await page.getByRole('dialog').getByRole('button', { name: 'Revoke' }).click();
+  await page.getByRole('dialog').waitFor({ state: 'detached' });
+  await page.locator('tr', { hasText: 'nightly report' }).getByText('Revoked').waitFor();
+  const after = await fetch(`${API}/api/internal/user/${aliceId}/credentials/testidp`, {
+    headers: { 'x-internal-token': env.INTERNAL_TOKEN, 'x-otobot-grant': aliceGrant },
+  });
+  assert.equal(after.status, 403);
+  const body = await after.json();
+  assert.deepEqual([body.code, body.reason], ['grant_invalid', 'revoked']);
 });
-
-test.todo('Alice creates a standing grant for a scheduled workflow and revokes it (the grant routes of issue 11)');
 
 test('Alice disconnects her OAuth account; it is revoked at the provider', async () => {
   const { page } = alice;
@@ -323,7 +368,7 @@ test('Alice disconnects her OAuth account; it is revoked at the provider', async
   await page.locator('.page-message').getByText('Test IdP disconnected. The access was revoked at the provider.').waitFor();
   await row.waitFor({ state: 'detached' });
   const after = await fetch(`${API}/api/internal/user/${aliceId}/credentials/testidp`, {
-    headers: { 'x-internal-token': env.INTERNAL_TOKEN },
+    headers: { 'x-internal-token': env.REPORTS_TOKEN },
   });
   assert.equal(after.status, 404, 'workflows can no longer read it');
 });

@@ -132,7 +132,7 @@ say "otobot serve on $public_url"
 setsid env -i PATH="$PATH" HOME="$tmp" NO_COLOR=1 RUST_LOG=info,otobot_api=debug \
     DATABASE_URL="$(db_url otobot_api "${FRONTEND_DB_PASSWORD:-}" "$db")" \
     ENCRYPTION_MASTER_KEY="$master_key" N8N_INTERNAL_TOKEN="$internal_token" \
-    INTERNAL_TOKENS="reports:$reports_token" API_JWT_SECRET="$(openssl rand -hex 32)" \
+    INTERNAL_TOKENS="reports:$reports_token:trusted" API_JWT_SECRET="$(openssl rand -hex 32)" \
     INTERNAL_API_HOST=127.0.0.1 INTERNAL_API_PORT="$api_port" \
     PUBLIC_URL="$public_url" FRONTEND_URL="$public_url/portal/" \
     OAUTH_PROVIDERS_FILE="$tmp/providers.toml" TESTIDP_CLIENT_ID=otobot-portal TESTIDP_CLIENT_SECRET="$client_secret" \

@@ -7,7 +7,7 @@
 SELECT test.load_keys();
 SET ROLE otobot_api;
 SELECT otobot.store_api_key('a0000000-0000-0000-0000-00000000000a', 'notion', 'secret_notion', NULL, NULL, 'test', NULL);
-SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, NULL, 'n8n', 'r' || g)
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, true, NULL, NULL, 'n8n', 'r' || g)
 FROM generate_series(1, 5) g;
 SELECT test.seal_all();
 RESET ROLE;
@@ -96,7 +96,7 @@ SELECT test.expect_error($$SELECT * FROM otobot.verify_audit_chain(0, '\x00')$$,
 -- The sealer goes on from the rewound head; the new links never match the old
 -- checkpoint's MAC at link 6.
 SET ROLE otobot_api;
-SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, NULL, 'n8n', 'later' || g)
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, true, NULL, NULL, 'n8n', 'later' || g)
 FROM generate_series(1, 3) g;
 SELECT test.seal_all();
 RESET ROLE;

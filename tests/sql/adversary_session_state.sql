@@ -127,12 +127,12 @@ BEGIN
     ASSERT r.detail->>'reason' IS NULL, 'no spoofed reason: ' || r.detail::text;
     ASSERT (SELECT updated_at FROM test.connection_of('a0000000-0000-0000-0000-00000000000a', 'google')) > v_at,
         'a token change moves updated_at';
-    ASSERT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google')->'credentials'->>'accessToken' = 'tok-a2';
+    ASSERT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true)->'credentials'->>'accessToken' = 'tok-a2';
 
     -- A scope left at 'system' confines nothing more than any other call: user B sees only B.
-    ASSERT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google', v_id)->>'code' = 'connection_not_found',
+    ASSERT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google', NULL, true, v_id)->>'code' = 'connection_not_found',
         'user B must not read user A''s connection with a leftover system scope';
-    ASSERT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google')->'credentials'->>'accessToken' = 'tok-b';
+    ASSERT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google', NULL, true)->'credentials'->>'accessToken' = 'tok-b';
 
     -- A deactivation without a reason records none; the spoofed one never appears.
     PERFORM otobot.deactivate_connection(v_id, 'a0000000-0000-0000-0000-00000000000a', 'tooljet', 'req-off');
@@ -152,7 +152,7 @@ RESET otobot.source;
 -- Row security cannot be switched off to read around the policies: the call fails, nothing leaks.
 SET ROLE otobot_api;
 SET row_security = off;
-SELECT test.expect_error($$SELECT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google')$$,
+SELECT test.expect_error($$SELECT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google', NULL, true)$$,
                          '42501', '%row-level security%');
 RESET row_security;
 RESET ROLE;

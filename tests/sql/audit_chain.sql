@@ -2,7 +2,7 @@
 SELECT test.load_keys();
 SET ROLE otobot_api;
 SELECT otobot.store_api_key('a0000000-0000-0000-0000-00000000000a', 'notion', 'secret_notion', NULL, NULL, 'test', NULL);
-SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, NULL, 'n8n', 'r' || g)
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, true, NULL, NULL, 'n8n', 'r' || g)
 FROM generate_series(1, 5) g;
 RESET ROLE;
 
@@ -27,7 +27,7 @@ END $$;
 -- Sealing again seals nothing new; more reads are chained after the old ones.
 SET ROLE otobot_api;
 SELECT otobot.seal_audit_chain();
-SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, NULL, 'n8n', 'late');
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, true, NULL, NULL, 'n8n', 'late');
 SELECT otobot.seal_audit_chain(1);
 SELECT test.seal_all();
 RESET ROLE;
@@ -39,7 +39,7 @@ END $$;
 -- A transaction still open is not sealed until it ends.
 -- (Simulated with a row whose transaction is ours: it cannot be below our own xmin.)
 BEGIN;
-SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, NULL, 'n8n', 'open-tx');
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, true, NULL, NULL, 'n8n', 'open-tx');
 SET LOCAL ROLE otobot_api;
 SELECT otobot.seal_audit_chain();
 RESET ROLE;

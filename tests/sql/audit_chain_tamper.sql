@@ -2,7 +2,7 @@
 SELECT test.load_keys();
 SET ROLE otobot_api;
 SELECT otobot.store_api_key('a0000000-0000-0000-0000-00000000000a', 'openai', 'sk-test', NULL, NULL, 'test', NULL);
-SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'openai', NULL, NULL, 'n8n', 'r' || g)
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'openai', NULL, true, NULL, NULL, 'n8n', 'r' || g)
 FROM generate_series(1, 3) g;
 SELECT test.seal_all();
 RESET ROLE;

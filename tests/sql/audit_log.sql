@@ -17,13 +17,13 @@ BEGIN
 
     -- Every read adds exactly one row, found or not.
     v_before := test.audit_count();
-    PERFORM otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, NULL, 'n8n', 'req-1');
+    PERFORM otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true, NULL, NULL, 'n8n', 'req-1');
     ASSERT test.audit_count() = v_before + 1, 'a read adds exactly one audit row';
     SELECT * INTO r FROM otobot.credential_access_logs ORDER BY id DESC LIMIT 1;
     ASSERT r.action = 'credential_read' AND r.source = 'n8n' AND r.request_id = 'req-1'
         AND r.user_id = 'a0000000-0000-0000-0000-00000000000a' AND r.client_id = 'c1000000-0000-0000-0000-000000000001'
         AND r.service_code = 'google', 'the read row names who, what, from where';
-    PERFORM otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'slack', NULL, NULL, 'n8n', 'req-2');
+    PERFORM otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'slack', NULL, true, NULL, NULL, 'n8n', 'req-2');
     ASSERT test.audit_count() = v_before + 2, 'a miss adds exactly one audit row';
     ASSERT test.audit_count('credential_not_found') = 1;
 

@@ -12,7 +12,7 @@ BEGIN
         now() + interval '1 hour', '{email,drive}', 'a@gmail.test', NULL, 'tooljet', NULL);
 
     -- The seed's response shape, with the access token and never the refresh token.
-    v := otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google');
+    v := otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true);
     ASSERT v->>'connectionId' = v_id::text AND v->>'service' = 'google' AND (v->>'hasCredentials')::boolean;
     ASSERT v->'credentials' = '{"accessToken": "ya29.first", "tokenType": "Bearer"}'::jsonb, v::text;
     ASSERT v->'metadata'->>'accountIdentifier' = 'a@gmail.test' AND v->'metadata'->'scopes' = '["email","drive"]'::jsonb;
@@ -23,7 +23,7 @@ BEGIN
     v_id2 := otobot.store_oauth_connection('a0000000-0000-0000-0000-00000000000a', 'google', 'ya29.second', NULL,
         now() - interval '1 minute', '{email}', NULL, NULL, 'tooljet', NULL);
     ASSERT v_id2 = v_id, 'same label, same connection';
-    v := otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google');
+    v := otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true);
     ASSERT v->'credentials'->>'accessToken' = 'ya29.second' AND (v->'metadata'->>'tokenExpired')::boolean;
     ASSERT otobot.connection_status(v_id)->>'status' = 'refresh_needed', 'expired access token with a refresh token';
 
@@ -31,9 +31,9 @@ BEGIN
     v_id2 := otobot.store_oauth_connection('a0000000-0000-0000-0000-00000000000a', 'google', 'ya29.work', 'r-work',
         now() + interval '2 hours', '{}', 'a@work.test', 'work', 'tooljet', NULL);
     ASSERT v_id2 <> v_id;
-    ASSERT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, 'work')->'credentials'->>'accessToken' = 'ya29.work';
-    ASSERT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', v_id)->'credentials'->>'accessToken' = 'ya29.second';
-    ASSERT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, 'nope')->>'code' = 'connection_not_found';
+    ASSERT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true, NULL, 'work')->'credentials'->>'accessToken' = 'ya29.work';
+    ASSERT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true, v_id)->'credentials'->>'accessToken' = 'ya29.second';
+    ASSERT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true, NULL, 'nope')->>'code' = 'connection_not_found';
     ASSERT jsonb_array_length(otobot.list_user_connections('a0000000-0000-0000-0000-00000000000a')->'connections') = 2;
     ASSERT otobot.list_user_connections('a0000000-0000-0000-0000-00000000000a')::text NOT LIKE '%ya29%';
     ASSERT otobot.connection_status(v_id2)->>'status' = 'valid';
@@ -42,14 +42,14 @@ BEGIN
 
     -- API keys, for services that accept them.
     v_id := otobot.store_api_key('a0000000-0000-0000-0000-00000000000a', 'notion', 'secret_abc', 'wiki', NULL, 'tooljet', NULL);
-    v := otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion');
+    v := otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, true);
     ASSERT v->'credentials' = '{"apiKey": "secret_abc", "tokenType": "api_key"}'::jsonb, v::text;
     ASSERT otobot.connection_status(v_id)->>'status' = 'valid';
 
     -- Deactivation: the connection disappears from reads and reports revoked.
     ASSERT otobot.deactivate_connection(v_id, 'a0000000-0000-0000-0000-00000000000a', 'tooljet', 'req-9');
     ASSERT NOT otobot.deactivate_connection(v_id, 'a0000000-0000-0000-0000-00000000000a', 'tooljet', 'req-9'), 'idempotent';
-    ASSERT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion')->>'code' = 'connection_not_found';
+    ASSERT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'notion', NULL, true)->>'code' = 'connection_not_found';
     ASSERT otobot.connection_status(v_id)->>'status' = 'revoked';
 END
 $$;
@@ -63,9 +63,9 @@ SELECT test.expect_error($$SELECT otobot.store_api_key('a0000000-0000-0000-0000-
                          '22023', '%API key must be 1 to%');
 SELECT test.expect_error($$SELECT otobot.store_api_key(gen_random_uuid(), 'notion', 'k', NULL, NULL, 'test', NULL)$$,
                          'P0002', '%user not found or inactive%');
-SELECT test.expect_error($$SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, NULL, 'BAD SOURCE', NULL)$$,
+SELECT test.expect_error($$SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true, NULL, NULL, 'BAD SOURCE', NULL)$$,
                          '22023', '%source must be%');
-SELECT test.expect_error($$SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, NULL, 'n8n', repeat('x', 129))$$,
+SELECT test.expect_error($$SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true, NULL, NULL, 'n8n', repeat('x', 129))$$,
                          '22023', '%request id%');
 RESET ROLE;
 

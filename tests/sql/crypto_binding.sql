@@ -19,7 +19,7 @@ BEGIN
     WHERE user_id = 'b0000000-0000-0000-0000-00000000000b';
     v_before := test.audit_count('decrypt_failed');
     SET LOCAL ROLE otobot_api;
-    v := otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google', NULL, NULL, 'n8n', 'copied');
+    v := otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google', NULL, true, NULL, NULL, 'n8n', 'copied');
     RESET ROLE;
     ASSERT v->>'hasCredentials' = 'false' AND v->>'code' = 'decryption_failed', 'copied ciphertext must not decrypt: ' || v::text;
     ASSERT v::text NOT LIKE '%tok-of-a%';
@@ -29,7 +29,7 @@ BEGIN
     UPDATE otobot.client_connections SET encrypted_access_token = encrypted_refresh_token
     WHERE user_id = 'a0000000-0000-0000-0000-00000000000a';
     SET LOCAL ROLE otobot_api;
-    v := otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google');
+    v := otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true);
     RESET ROLE;
     ASSERT v->>'code' = 'decryption_failed', 'a value moved between columns must not decrypt';
 END
@@ -42,7 +42,7 @@ END $$;
 -- Without a key in the session, reads fail closed with a clear error.
 SELECT otobot.otobot_unload_keys();
 SET ROLE otobot_api;
-SELECT test.expect_error($$SELECT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google')$$,
+SELECT test.expect_error($$SELECT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google', NULL, true)$$,
                          '55000', '%no encryption key%');
 SELECT test.expect_error($$SELECT otobot.store_api_key('a0000000-0000-0000-0000-00000000000a', 'notion', 'x', NULL, NULL, 'test', NULL)$$,
                          '55000', '%no encryption key%');

@@ -95,11 +95,11 @@ SELECT otobot.store_oauth_connection('a0000000-0000-0000-0000-00000000000a', 'go
 SELECT otobot.store_api_key('c0000000-0000-0000-0000-00000000000c', 'notion', 'secret_c', NULL, NULL, 'test', NULL);
 SELECT otobot.store_api_key('d0000000-0000-0000-0000-00000000000d', 'openai', 'sk-d', NULL, NULL, 'test', NULL);
 -- Reads: 30 of A's google token by n8n, one of C's by another caller, one of D's.
-SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, NULL, 'n8n', 'req-' || i)
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true, NULL, NULL, 'n8n', 'req-' || i)
 FROM generate_series(1, 30) i;
-SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'slack', NULL, NULL, 'n8n', NULL);
-SELECT otobot.get_user_credentials('c0000000-0000-0000-0000-00000000000c', 'notion', NULL, NULL, 'cron', NULL);
-SELECT otobot.get_user_credentials('d0000000-0000-0000-0000-00000000000d', 'openai', NULL, NULL, 'n8n', NULL);
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'slack', NULL, true, NULL, NULL, 'n8n', NULL);
+SELECT otobot.get_user_credentials('c0000000-0000-0000-0000-00000000000c', 'notion', NULL, true, NULL, NULL, 'cron', NULL);
+SELECT otobot.get_user_credentials('d0000000-0000-0000-0000-00000000000d', 'openai', NULL, true, NULL, NULL, 'n8n', NULL);
 
 DO $$
 DECLARE

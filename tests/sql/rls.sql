@@ -49,8 +49,8 @@ ROLLBACK;
 -- Through the API: user B cannot get user A's credential, even in the same client.
 SET ROLE otobot_api;
 DO $$ BEGIN
-    ASSERT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google')->'credentials'->>'accessToken' = 'tok-b';
-    ASSERT otobot.get_user_credentials('c0000000-0000-0000-0000-00000000000c', 'google')->>'code' = 'connection_not_found';
+    ASSERT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google', NULL, true)->'credentials'->>'accessToken' = 'tok-b';
+    ASSERT otobot.get_user_credentials('c0000000-0000-0000-0000-00000000000c', 'google', NULL, true)->>'code' = 'connection_not_found';
     ASSERT (otobot.list_user_connections('b0000000-0000-0000-0000-00000000000b')->'connections'->0->>'account_identifier') = 'b@gmail.test';
     ASSERT jsonb_array_length(otobot.list_user_connections('b0000000-0000-0000-0000-00000000000b')->'connections') = 1;
 END $$;
@@ -59,7 +59,7 @@ DO $$
 DECLARE v_a uuid;
 BEGIN
     v_a := (otobot.list_user_connections('a0000000-0000-0000-0000-00000000000a')->'connections'->0->>'id')::uuid;
-    ASSERT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google', v_a)->>'code' = 'connection_not_found';
+    ASSERT otobot.get_user_credentials('b0000000-0000-0000-0000-00000000000b', 'google', NULL, true, v_a)->>'code' = 'connection_not_found';
     -- User B cannot deactivate A's connection; admin D of the same client can.
     ASSERT NOT otobot.deactivate_connection(v_a, 'b0000000-0000-0000-0000-00000000000b', 'tooljet', NULL);
     ASSERT NOT otobot.deactivate_connection(v_a, 'c0000000-0000-0000-0000-00000000000c', 'tooljet', NULL);

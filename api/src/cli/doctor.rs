@@ -78,6 +78,7 @@ const TENANT_TABLES: &[&str] = &[
     "users",
     "client_connections",
     "credential_access_logs",
+    "grants",
 ];
 
 /// Settings that must keep otobot_api's statements and parameters out of the server log.
@@ -93,6 +94,7 @@ pub async fn run(args: Args) -> Result<()> {
     let settings = match Settings::from_env() {
         Ok(s) => {
             report.ok("configuration", "variables present and well-formed");
+            caller_mode_check(&s, &mut report);
             Some(s)
         }
         Err(e) => {
@@ -173,6 +175,32 @@ pub async fn run(args: Args) -> Result<()> {
         bail!("{failed} check(s) failed");
     }
     Ok(())
+}
+
+/// SECURITY: a trusted caller's token alone reads every user's secrets (the
+/// seed's behaviour): allowed for a migration period, never silently.
+fn caller_mode_check(settings: &Settings, report: &mut Report) {
+    let trusted: Vec<&str> = settings
+        .internal_tokens
+        .iter()
+        .filter(|t| t.trusted)
+        .map(|t| t.name.as_str())
+        .collect();
+    if trusted.is_empty() {
+        report.ok(
+            "caller modes",
+            "every internal caller needs a user's grant to read a secret",
+        );
+    } else {
+        report.warn(
+            "caller modes",
+            format!(
+                "trusted caller(s) {}: the token alone reads every user's secrets, without a grant",
+                trusted.join(", ")
+            ),
+            "once the workflows pass grants (the Otobot node's Grant parameter), set N8N_INTERNAL_TOKEN_MODE=grant and drop :trusted from INTERNAL_TOKENS",
+        );
+    }
 }
 
 async fn database_checks(

@@ -35,7 +35,7 @@ pub fn router() -> Router<SharedState> {
 }
 
 const GET_CREDENTIALS: &str =
-    "SELECT r->>'code', r::text FROM otobot.get_user_credentials($1, $2, $3, $4, $5, $6, $7) AS r";
+    "SELECT r->>'code', r::text FROM otobot.get_user_credentials($1, $2, $3, $4, $5, $6, $7, $8, $9) AS r";
 
 /// Fetch a user's decrypted credential for a service (audited).
 #[utoipa::path(
@@ -48,11 +48,13 @@ const GET_CREDENTIALS: &str =
         ("serviceName" = String, Path, description = "A known service code, e.g. google"),
         ("connectionId" = Option<Uuid>, Query, description = "Pick one connection among several"),
         ("label" = Option<String>, Query, description = "Pick a connection by label (1–100 characters)"),
+        ("x-otobot-grant" = Option<String>, Header, description = "The user's grant: the otobotGrant the trigger sent with the run, or a standing grant. Required unless the caller's token is configured trusted"),
     ),
     responses(
         (status = 200, description = "The credential", body = super::openapi::CredentialsResponse),
         (status = 400, description = "Invalid user id, service, connection id or label", body = super::openapi::ErrorBody),
         (status = 401, description = "Missing or wrong x-internal-token", body = super::openapi::ErrorBody),
+        (status = 403, description = "grant_required (no grant) or grant_invalid (unknown, another user's, expired, revoked, or not covering the service: see reason); audited as credential_refused", body = super::openapi::GrantRefusedBody),
         (status = 404, description = "No active connection: hasCredentials is false", body = super::openapi::NotFoundBody),
         (status = 429, description = "Rate limited; see Retry-After", body = super::openapi::ErrorBody),
         (status = 500, description = "Internal error, or the stored value failed to decrypt (audited)", body = super::openapi::ErrorBody),
@@ -64,6 +66,7 @@ pub async fn credentials(
     Extension(caller): Extension<Caller>,
     Path((user_id, service)): Path<(String, String)>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response> {
     let user_id = uuid_param(&user_id, "userId", "invalid_user_id")?;
     if service.len() > 63 || !state.knows_service(&service) {
@@ -85,9 +88,12 @@ pub async fn credentials(
             "label must be 1 to 100 characters",
         ));
     }
+    // SECURITY: only the hash travels to the database, which checks it.
+    let grant = crate::grants::presented(&headers).map(|h| h.to_vec());
     let request_id = request_id::current();
     let fetch = |margin: Option<i32>| {
-        let (state, service, caller, request_id) = (&state, &service, &caller, &request_id);
+        let (state, service, caller, request_id, grant) =
+            (&state, &service, &caller, &request_id, &grant);
         async move {
             db::within(state.db_timeout, async {
                 let client = db::client(&state.pool).await?;
@@ -101,9 +107,11 @@ pub async fn credentials(
                         &[
                             &user_id,
                             service,
+                            grant,
+                            &caller.trusted,
                             &connection_id,
                             &label,
-                            &caller.0,
+                            &caller.name,
                             request_id,
                             &margin,
                         ],
@@ -139,25 +147,49 @@ pub async fn credentials(
     }
     match code.as_deref() {
         None => {
-            state.metrics.credential_read(&caller.0, "ok");
+            state.metrics.credential_read(&caller.name, "ok");
             Ok(json_text(axum::http::StatusCode::OK, body))
         }
         Some("connection_not_found") => {
-            state.metrics.credential_read(&caller.0, "not_found");
+            state.metrics.credential_read(&caller.name, "not_found");
             Err(ApiError::ConnectionNotFound)
         }
         Some("connection_expired") => {
-            state.metrics.credential_read(&caller.0, "expired");
+            state.metrics.credential_read(&caller.name, "expired");
             let mut v: serde_json::Value =
                 serde_json::from_str(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
             v["error"] = "Connection expired: the account must be reconnected".into();
             v["requestId"] = request_id.clone().into();
             Ok((axum::http::StatusCode::NOT_FOUND, axum::Json(v)).into_response())
         }
+        Some("grant_required") => {
+            state
+                .metrics
+                .credential_read(&caller.name, "grant_required");
+            Err(ApiError::GrantRequired)
+        }
+        Some("grant_invalid") => {
+            state.metrics.credential_read(&caller.name, "grant_invalid");
+            let reason = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["reason"].as_str().map(str::to_owned))
+                .filter(|r| {
+                    [
+                        "unknown",
+                        "other_user",
+                        "expired",
+                        "revoked",
+                        "service_not_covered",
+                    ]
+                    .contains(&r.as_str())
+                })
+                .unwrap_or_else(|| "unknown".into());
+            Err(ApiError::GrantInvalid { reason })
+        }
         Some("decryption_failed") => {
             state
                 .metrics
-                .credential_read(&caller.0, "decryption_failed");
+                .credential_read(&caller.name, "decryption_failed");
             Err(ApiError::DecryptionFailed)
         }
         Some(other) => Err(ApiError::Internal(format!(

@@ -1,5 +1,6 @@
 //! The HTTP routes: `router()` of each module, assembled here.
 
+pub mod grants;
 pub mod health;
 pub mod internal;
 pub mod oauth;
@@ -54,6 +55,7 @@ pub fn router(state: SharedState) -> Router {
                 internal_guard,
             ));
     let user = tooljet::router()
+        .merge(grants::router())
         .merge(oauth::user_router())
         .merge(portal::user_router())
         .route_layer(middleware::from_fn_with_state(state.clone(), user_guard))
@@ -87,7 +89,7 @@ async fn internal_guard(
 ) -> Result<Response, ApiError> {
     let caller = state.tokens.authenticate(request.headers());
     let key = match &caller {
-        Some(Caller(name)) => format!("caller:{name}"),
+        Some(Caller { name, .. }) => format!("caller:{name}"),
         None => format!("ip:{}", peer.ip()),
     };
     let allowance = state.limit.check(&key)?;

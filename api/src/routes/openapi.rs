@@ -19,10 +19,15 @@ use crate::state::SharedState;
         super::internal::credentials,
         super::internal::connections,
         super::internal::connection_status,
+        super::tooljet::trigger_workflow,
+        super::grants::create,
+        super::grants::list,
+        super::grants::revoke,
         openapi_json,
     ),
-    components(schemas(ErrorBody, NotFoundBody, CredentialsResponse, Credentials, CredentialMetadata,
-                       ConnectionsResponse, ConnectionSummary, StatusResponse, HealthResponse)),
+    components(schemas(ErrorBody, NotFoundBody, GrantRefusedBody, CredentialsResponse, Credentials, CredentialMetadata,
+                       ConnectionsResponse, ConnectionSummary, StatusResponse, HealthResponse,
+                       super::grants::NewGrant, GrantView, CreatedGrant, GrantList, RevokedGrant)),
     modifiers(&InternalToken),
 )]
 pub struct ApiDoc;
@@ -41,6 +46,16 @@ impl Modify for InternalToken {
             SecurityScheme::Http(utoipa::openapi::security::Http::new(
                 utoipa::openapi::security::HttpAuthScheme::Bearer,
             )),
+        );
+        // The user routes: `Authorization: Bearer <JWT>` from POST /api/tooljet/auth/login.
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                utoipa::openapi::security::HttpBuilder::new()
+                    .scheme(utoipa::openapi::security::HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -74,6 +89,20 @@ pub struct NotFoundBody {
     /// connection_not_found
     pub code: String,
     pub has_credentials: bool,
+    pub request_id: String,
+}
+
+/// 403 of a credential fetch: no grant, or a grant that does not allow it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantRefusedBody {
+    /// What the workflow author should do, e.g. pass the trigger's otobotGrant
+    pub error: String,
+    /// grant_required or grant_invalid
+    pub code: String,
+    pub has_credentials: bool,
+    /// grant_invalid only: unknown, other_user, expired, revoked or service_not_covered
+    pub reason: Option<String>,
     pub request_id: String,
 }
 
@@ -154,4 +183,50 @@ pub struct HealthResponse {
     pub database: String,
     pub keyring: String,
     pub key_version: i32,
+}
+
+/// A grant as listed: never its token.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub user_email: Option<String>,
+    pub client_id: Uuid,
+    /// run or standing
+    pub kind: String,
+    pub workflow: String,
+    pub services: Vec<String>,
+    pub created_at: String,
+    pub created_by: Uuid,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+    pub revoked_by: Option<Uuid>,
+    /// active, expired or revoked
+    pub status: String,
+}
+
+/// A new standing grant: the listed fields and its token, shown this once.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedGrant {
+    pub id: Uuid,
+    /// otg_… — send it as x-otobot-grant (the Otobot node's Grant parameter)
+    pub grant: String,
+    /// standing
+    pub kind: String,
+    pub workflow: String,
+    pub services: Vec<String>,
+    pub expires_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantList {
+    pub grants: Vec<GrantView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RevokedGrant {
+    pub id: Uuid,
+    pub revoked: bool,
 }

@@ -544,13 +544,33 @@ fn valid_slug(path: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-_".contains(c))
 }
 
-/// `POST /api/tooljet/workflows/:path/trigger`: calls n8n's webhook with the
-/// caller's verified `userId` and `clientId` (whatever the body claims) and
-/// relays n8n's status and JSON.
-async fn trigger_workflow(
+/// `POST /api/tooljet/workflows/:path/trigger[?services=a,b]`: mints a run
+/// grant for the caller and calls n8n's webhook with the caller's verified
+/// `userId`, `clientId` and the grant (`otobotGrant`), whatever the body
+/// claims; relays n8n's status and JSON.
+#[utoipa::path(
+    post,
+    path = "/api/tooljet/workflows/{path}/trigger",
+    tag = "workflows",
+    security(("bearer" = [])),
+    params(
+        ("path" = String, Path, description = "The n8n webhook path (1–100 characters of a-z A-Z 0-9 - _)"),
+        ("services" = Option<String>, Query, description = "Comma-separated service codes the run grant covers (default: every service)"),
+    ),
+    request_body(content = Object, description = "Parameters for the workflow; userId, clientId, otobotGrant and otobotGrantExpiresAt are set by Otobot"),
+    responses(
+        (status = 200, description = "n8n's answer, relayed (its status too)"),
+        (status = 400, description = "Invalid path, services or body", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid user token", body = super::openapi::ErrorBody),
+        (status = 502, description = "n8n could not be reached", body = super::openapi::ErrorBody),
+        (status = 504, description = "n8n did not answer in time", body = super::openapi::ErrorBody),
+    )
+)]
+pub async fn trigger_workflow(
     State(state): State<SharedState>,
     user: AuthUser,
     Path(path): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     payload: std::result::Result<Json<Value>, JsonRejection>,
 ) -> Result<Response> {
     let api = user_api(&state)?;
@@ -560,6 +580,26 @@ async fn trigger_workflow(
             "path must be 1 to 100 characters of a-z A-Z 0-9 - _",
         ));
     }
+    let services: Option<Vec<String>> = match query.get("services") {
+        None => None,
+        Some(list) => {
+            let codes: Vec<String> = list
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if codes.is_empty()
+                || codes.len() > 100
+                || codes.iter().any(|c| !state.knows_service(c))
+            {
+                return Err(ApiError::bad_request(
+                    "invalid_services",
+                    "services must be known service codes separated by commas",
+                ));
+            }
+            Some(codes)
+        }
+    };
     let mut params = match payload {
         Ok(Json(Value::Object(map))) => map,
         Err(JsonRejection::MissingJsonContentType(_)) => serde_json::Map::new(),
@@ -570,14 +610,34 @@ async fn trigger_workflow(
             ))
         }
     };
-    // The user must still be active (the token alone is not enough).
-    call(&state, "SELECT otobot.user_profile($1)::text", &[&user.id])
-        .await?
-        .ok_or(ApiError::InvalidToken)?;
+    // The run grant, for the verified user (who must still be active: the
+    // database checks, the token alone is not enough).
+    let grant = crate::grants::generate();
+    let hash = grant.hash.to_vec();
+    let request_id = request_id::current();
+    let minted = call(
+        &state,
+        "SELECT otobot.mint_run_grant($1, $2, $3, $4, $5, $6, $7)::text",
+        &[
+            &user.id,
+            &path,
+            &services,
+            &hash,
+            &api.settings.run_grant_ttl_seconds,
+            &user.source,
+            &request_id,
+        ],
+    )
+    .await?
+    .ok_or(ApiError::InvalidToken)?;
+    let minted: Value =
+        serde_json::from_str(&minted).map_err(|e| ApiError::Internal(e.to_string()))?;
 
-    // SECURITY: identity comes from the verified token, never from the body.
+    // SECURITY: identity and consent come from the verified token, never from the body.
     params.insert("userId".into(), json!(user.id));
     params.insert("clientId".into(), json!(user.client_id));
+    params.insert("otobotGrant".into(), json!(grant.token.expose_secret()));
+    params.insert("otobotGrantExpiresAt".into(), minted["expiresAt"].clone());
     let url = format!("{}/webhook/{}", api.settings.n8n_webhook_url, path);
     let mut request = api
         .http

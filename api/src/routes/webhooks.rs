@@ -78,7 +78,7 @@ async fn workflow_complete(
                     &c.workflow_id,
                     &c.status,
                     &results,
-                    &caller.0,
+                    &caller.name,
                     &request_id,
                 ],
             )

@@ -190,6 +190,22 @@ pub async fn store_oauth(
     .get(0)
 }
 
+/// A standing grant of `user` for `services`, valid for a day, made in the
+/// database as `POST /api/tooljet/grants` makes one; returns its token.
+pub async fn standing_grant(db: &Client, user: &str, services: &[&str]) -> String {
+    let token = format!("otg_test{}", random_hex32());
+    let hash = otobot_api::grants::hash(token.as_bytes()).to_vec();
+    let user = uuid::Uuid::parse_str(user).unwrap();
+    let services: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+    db.execute(
+        "SELECT otobot.create_standing_grant($1, 'tests', $2, $3, now() + interval '1 day', 'test', NULL)",
+        &[&user, &services, &hash],
+    )
+    .await
+    .expect("the grant is created");
+    token
+}
+
 /// A running `otobot serve` (in this process) on its own migrated database.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -280,6 +296,22 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// GET with the n8n token and a grant (`x-otobot-grant`).
+    pub async fn get_granted(&self, path: &str, grant: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .header("x-internal-token", &self.token)
+            .header("x-otobot-grant", grant)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A standing grant of `user` for `services` on this server's database.
+    pub async fn grant(&self, user: &str, services: &[&str]) -> String {
+        standing_grant(&self.db.client().await, user, services).await
     }
 
     /// The value of one Prometheus sample of this server (`name` with its labels, if any).

@@ -1,9 +1,7 @@
-// Grants: standing grants for scheduled workflows (list, create, revoke).
-//
-// TODO(grants, issue 11): the grant routes are not built yet. This page is
-// written against DESIGN.md ("Grants": workflow name, services, expiry; the
-// token shown once); until the server has the routes it answers 404 and the
-// page says grants are not available. Check the field names when they land.
+// Grants: standing grants for scheduled workflows (list, create, revoke),
+// through GET/POST/DELETE /api/tooljet/grants. The token is in the creation's
+// answer only (`grant`), shown once. A server without grants answers 404 and
+// the page says so.
 
 import * as api from '../api.js';
 import { h, replace, field, announce, notice, confirmDialog, id } from '../dom.js';
@@ -80,6 +78,8 @@ export async function render(body, ctx) {
     }
     throw e;
   }
+  // Run grants (one triggered run, minutes long) come and go with the runs: this page is about standing ones.
+  list = list.filter((g) => g.kind !== 'run');
   const [mine, catalogue] = await Promise.all([api.connections(), api.services()]);
   if (!ctx.isCurrent()) return;
   const names = Object.fromEntries(catalogue.map((s) => [s.code, s.displayName || s.code]));
@@ -126,7 +126,7 @@ export async function render(body, ctx) {
     : h('p', { class: 'muted' }, t('grants.empty'));
   const form = createForm(codes, names, message, async (created) => {
     await render(body, ctx);
-    const token = created.grant || created.token;
+    const token = created.grant;
     if (token) replace(body.querySelector('.page-message'), shownOnce(token));
     announce(t('grants.created'));
   }, ctx);

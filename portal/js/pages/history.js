@@ -23,6 +23,12 @@ function serviceCell(entry, names) {
   return account ? [h('strong', {}, name), h('br'), h('span', { class: 'muted' }, account)] : name;
 }
 
+function grantCell(entry) {
+  const grantId = entry.grantId || entry.detail?.grant_id;
+  if (grantId) return h('code', { title: String(grantId) }, String(grantId).slice(0, 8));
+  return entry.detail?.trusted ? t('history.trusted') : t('history.none');
+}
+
 const COLS = ['when', 'what', 'service', 'caller', 'workflow', 'grant', 'request'];
 
 function row(entry, names) {
@@ -32,9 +38,9 @@ function row(entry, names) {
     service: serviceCell(entry, names),
     // Disconnecting reads the token to revoke it: Otobot is the reader.
     caller: entry.detail?.purpose === 'revocation' ? t('source.otobot') : tOr(`source.${entry.source}`, entry.source),
-    // TODO(grants, issue 11): filled from the entry once 0011 records them.
-    workflow: entry.workflow || t('history.none'),
-    grant: entry.grantId ? h('code', {}, String(entry.grantId).slice(0, 8)) : t('history.none'),
+    // 0011 records the grant of every read, and its workflow, in the entry's detail.
+    workflow: entry.workflow || entry.detail?.workflow || t('history.none'),
+    grant: grantCell(entry),
     request: entry.requestId ? h('code', { class: 'wrap' }, entry.requestId) : t('history.none'),
   };
   return h('tr', { 'data-entry': entry.id, 'data-action': entry.action },
