@@ -64,7 +64,7 @@ DECLARE
                     ORDER BY length(stored) DESC LIMIT 1);
 BEGIN
     SET LOCAL ROLE otobot_api;
-    v := otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, NULL, 'n8n', 'legacy');
+    v := otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, true, NULL, NULL, 'n8n', 'legacy');
     RESET ROLE;
     ASSERT v->>'hasCredentials' = 'true', 'a legacy value is fetched: ' || left(v::text, 200);
     ASSERT v->'credentials'->>'accessToken' = v_want, 'the fetched token is the legacy plaintext';
