@@ -30,6 +30,15 @@ async fn install() -> Install {
 }
 
 async fn doctor(i: &Install, key: &str, json: bool) -> std::process::Output {
+    doctor_with(i, key, json, &[]).await
+}
+
+async fn doctor_with(
+    i: &Install,
+    key: &str,
+    json: bool,
+    extra: &[(&str, &str)],
+) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["doctor"];
     if json {
@@ -39,11 +48,15 @@ async fn doctor(i: &Install, key: &str, json: bool) -> std::process::Output {
         dir.path(),
         &args,
         &[
-            ("MIGRATION_DATABASE_URL", i.db.url.as_str()),
-            ("DATABASE_URL", i.api_url.as_str()),
-            ("ENCRYPTION_MASTER_KEY", key),
-            ("N8N_INTERNAL_TOKEN", i.token.as_str()),
-        ],
+            &[
+                ("MIGRATION_DATABASE_URL", i.db.url.as_str()),
+                ("DATABASE_URL", i.api_url.as_str()),
+                ("ENCRYPTION_MASTER_KEY", key),
+                ("N8N_INTERNAL_TOKEN", i.token.as_str()),
+            ],
+            extra,
+        ]
+        .concat(),
         None,
     )
     .await
@@ -66,6 +79,7 @@ async fn doctor_passes_on_a_healthy_install() {
     let text = stdout(&out);
     for name in [
         "configuration",
+        "caller modes",
         "database",
         "extension",
         "migrations",
@@ -237,4 +251,32 @@ async fn doctor_fails_on_seal_lag_beyond_its_threshold_and_on_a_chain_short_of_i
         lag.starts_with('✘') && lag.contains("AUDIT_SEAL_LAG_WARN_SECONDS = 1"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn doctor_warns_while_a_caller_reads_without_grants() {
+    let i = install().await;
+    let cron = random_hex32();
+    let out = doctor_with(
+        &i,
+        &i.key,
+        false,
+        &[
+            ("N8N_INTERNAL_TOKEN_MODE", "trusted"),
+            (
+                "INTERNAL_TOKENS",
+                &format!("cron:{cron}:trusted,reports:{}", random_hex32()),
+            ),
+        ],
+    )
+    .await;
+    assert_ok(&out);
+    let text = stdout(&out);
+    let modes = line(&text, "caller modes");
+    assert!(
+        modes.starts_with('!') && modes.contains("n8n, cron") && !modes.contains("reports"),
+        "{text}"
+    );
+    assert!(text.contains("N8N_INTERNAL_TOKEN_MODE=grant"), "{text}");
+    assert!(!text.contains(&cron));
 }
