@@ -5,6 +5,6 @@
 test:
 	scripts/test.sh
 
-# The n8n node in a real n8n against otobot serve (N8N_E2E_VERSIONS="1.123.81 2.8.4" for both lines).
+# The n8n node in real n8n 1.x and 2.x against otobot serve (N8N_E2E_VERSIONS="1.123.81" for one).
 e2e-n8n:
 	tests/e2e-n8n/run.sh

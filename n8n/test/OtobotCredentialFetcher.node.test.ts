@@ -458,6 +458,115 @@ describe('errors', () => {
 	});
 });
 
+describe('grants', () => {
+	const GRANT = 'otg_grant-value-that-must-not-leak-0000000000000';
+	const grantRequired = {
+		error:
+			"A grant is required to read this user's credentials: send the otobotGrant that Otobot's trigger passed to the workflow in the x-otobot-grant header",
+		code: 'grant_required',
+		hasCredentials: false,
+		requestId: 'req-403',
+	};
+
+	it('sends the Grant parameter in the x-otobot-grant header, trimmed', async () => {
+		const { context, requestOptions } = mockContext({
+			params: { ...getCredentials, grant: `  ${GRANT} ` },
+			answers: [ok(credentialsBody)],
+		});
+
+		await run(context);
+
+		expect(requestOptions().headers).toEqual({
+			Accept: 'application/json',
+			'x-otobot-grant': GRANT,
+		});
+	});
+
+	it('sends no grant header when the Grant parameter is empty', async () => {
+		const { context, requestOptions } = mockContext({
+			params: { ...getCredentials, grant: '' },
+			answers: [ok(credentialsBody)],
+		});
+
+		await run(context);
+
+		expect(requestOptions().headers).toEqual({ Accept: 'application/json' });
+	});
+
+	it('names the empty Grant parameter and how to pass one on 403 grant_required', async () => {
+		const { context } = mockContext({
+			params: { ...getCredentials, grant: '' },
+			answers: [fail(403, grantRequired)],
+		});
+
+		const error = await runError(context);
+
+		expect(error).toBeInstanceOf(NodeApiError);
+		expect(error.message).toContain('403 grant_required');
+		expect(error.message).toContain('the Grant parameter is empty');
+		expect(error.message).toContain('{{ $json.body.otobotGrant }}');
+		expect(error.message).toContain('standing grant');
+		expect(error.description).toContain('x-otobot-grant');
+		expect(error.description).toContain('req-403');
+	});
+
+	it('with Continue On Fail, a refused fetch is an error item whose message says what to do', async () => {
+		const { context } = mockContext({
+			params: { ...getCredentials, grant: '' },
+			answers: [fail(403, grantRequired)],
+			continueOnFail: true,
+		});
+
+		const [output] = await run(context);
+
+		expect(Object.keys(output[0].json)).toEqual(['error']);
+		expect(String(output[0].json.error)).toMatch(
+			/grant_required.*Set Grant to the otobotGrant of the run/,
+		);
+	});
+
+	it('reports 403 grant_invalid with its reason, never the grant itself', async () => {
+		const { context } = mockContext({
+			params: { ...getCredentials, grant: GRANT },
+			answers: [
+				fail(403, {
+					error: 'The grant does not allow this fetch: it has expired',
+					code: 'grant_invalid',
+					reason: 'expired',
+					hasCredentials: false,
+					requestId: 'req-exp',
+				}),
+			],
+		});
+
+		const error = await runError(context);
+
+		expect(error.message).toBe(
+			'Otobot refused the grant (403 grant_invalid, expired): The grant does not allow this fetch: it has expired',
+		);
+		expect(exposed(error)).not.toContain(GRANT);
+		expect(exposed(error)).not.toContain(CANARY);
+	});
+
+	it('refuses a grant with spaces inside without calling the API', async () => {
+		const { context, request } = mockContext({
+			params: { ...getCredentials, grant: 'otg_a b' },
+		});
+
+		const error = await runError(context);
+
+		expect(error).toBeInstanceOf(NodeOperationError);
+		expect(error.message).toBe('Grant must be a single token');
+		expect(request).not.toHaveBeenCalled();
+	});
+
+	it("defaults the Grant parameter to the trigger's otobotGrant, shown for Get User Credentials only", () => {
+		const grant = fetcher.description.properties.find((property) => property.name === 'grant');
+		expect(grant?.default).toBe('={{ ($json.body || $json).otobotGrant }}');
+		expect(grant?.displayOptions).toEqual({ show: { operation: ['getUserCredentials'] } });
+	});
+});
+
 describe('List User Connections', () => {
 	const connections = [
 		{

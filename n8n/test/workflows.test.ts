@@ -94,6 +94,22 @@ describe('example workflows', () => {
 		});
 	});
 
+	it("templates pass the trigger's grant to every credential fetch", () => {
+		for (const [file, workflow] of Object.entries(workflows)) {
+			if (file === './e2e-workflow.json') continue;
+			const webhook = workflow.nodes.some(({ type }) => type === 'n8n-nodes-base.webhook');
+			for (const node of workflow.nodes.filter(({ type }) => type === OTOBOT_TYPE)) {
+				if (node.parameters.operation !== 'getUserCredentials') continue;
+				expect(webhook, `${file}: a credential fetch needs a trigger that brings a grant`).toBe(
+					true,
+				);
+				expect(node.parameters.grant, `${file}: ${node.name}`).toBe(
+					"={{ $('Webhook Trigger').first().json.body.otobotGrant }}",
+				);
+			}
+		}
+	});
+
 	it('templates protect their webhooks with header auth', () => {
 		for (const [file, workflow] of Object.entries(workflows)) {
 			if (file === './e2e-workflow.json') continue;
@@ -124,10 +140,35 @@ describe('end-to-end workflow', () => {
 			userId: '={{ $json.body.userId }}',
 			service: '={{ $json.body.service }}',
 		});
-		expect(targets(e2e, 'Otobot Credential Fetcher', 0)).toEqual(['Respond with Node Output']);
+		expect(targets(e2e, 'Otobot Credential Fetcher', 0)).toEqual(['Grant refused?']);
+		expect(targets(e2e, 'Grant refused?', 1)).toEqual(['Respond with Node Output']);
 		expect(byName(e2e, 'Respond with Node Output').parameters.respondWith).toBe(
 			'firstIncomingItem',
 		);
+	});
+
+	it("presents the trigger's grant through the Grant parameter's default", () => {
+		expect(byName(e2e, 'Otobot Credential Fetcher').parameters.grant).toBeUndefined();
+		expect(properties.find((property) => property.name === 'grant')?.default).toBe(
+			'={{ ($json.body || $json).otobotGrant }}',
+		);
+	});
+
+	it("answers 403 with the node's message when Otobot refuses the grant (its IF branch)", () => {
+		expect(byName(e2e, 'Otobot Credential Fetcher').onError).toBe('continueRegularOutput');
+		const condition = (
+			byName(e2e, 'Grant refused?').parameters.conditions as {
+				conditions: Array<{ leftValue: string; rightValue: string }>;
+			}
+		).conditions[0];
+		expect([condition.leftValue, condition.rightValue]).toEqual([
+			"={{ $json.error || '' }}",
+			'(403 grant_',
+		]);
+		expect(targets(e2e, 'Grant refused?', 0)).toEqual(['Respond 403 (Grant Refused)']);
+		expect(byName(e2e, 'Respond 403 (Grant Refused)').parameters.options).toEqual({
+			responseCode: 403,
+		});
 	});
 
 	it('answers 400 {"error": "userId required"} without a userId', () => {

@@ -3,6 +3,12 @@ import type { INodeProperties } from 'n8n-workflow';
 /** Value of the "Service" option that reveals the free-text "Service Code" field. */
 export const CUSTOM_SERVICE = '__custom';
 
+/**
+ * The Grant parameter's default: the `otobotGrant` that Otobot's trigger route puts in the
+ * webhook body (a Webhook trigger's item holds it under `body`), or at the item's top level.
+ */
+export const GRANT_DEFAULT = '={{ ($json.body || $json).otobotGrant }}';
+
 export const operationProperty: INodeProperties = {
 	displayName: 'Operation',
 	name: 'operation',
@@ -42,6 +48,17 @@ export const fieldProperties: INodeProperties[] = [
 		description:
 			'UUID of the Otobot user the workflow runs for, usually taken from the trigger. Never hard-code it.',
 		displayOptions: { show: { operation: ['getUserCredentials', 'listUserConnections'] } },
+	},
+	{
+		displayName: 'Grant',
+		name: 'grant',
+		type: 'string',
+		default: GRANT_DEFAULT,
+		placeholder: 'e.g. {{ $vars.OTOBOT_GRANT_NIGHTLY_REPORT }}',
+		description:
+			"The user's consent for this read. The default takes the otobotGrant that Otobot's trigger sent with the run (in a Webhook trigger's body). A scheduled workflow uses a standing grant the user created in Otobot: keep it in an n8n variable and reference it here. Empty: no grant is sent (only a caller configured trusted in Otobot reads without one).",
+		hint: "Default: the trigger's otobotGrant",
+		displayOptions: { show: { operation: ['getUserCredentials'] } },
 	},
 	{
 		displayName: 'Service',

@@ -24,9 +24,12 @@ async function getUserCredentials(
 	const userId = uuidParameter.call(this, 'userId', 'User ID', itemIndex);
 	const service = serviceParameter.call(this, itemIndex);
 	const qs = connectionSelector.call(this, itemIndex);
+	const grant = grantParameter.call(this, itemIndex);
 
 	const path = `/api/internal/user/${encodeURIComponent(userId)}/credentials/${encodeURIComponent(service)}`;
-	const { statusCode, body } = await otobotApiRequest.call(this, apiUrl, path, qs, itemIndex);
+	const { statusCode, body } = await otobotApiRequest.call(this, apiUrl, path, qs, itemIndex, {
+		grant,
+	});
 	if (statusCode === 404) {
 		// "Not found" is data: an IF node on {{ $json.hasCredentials }} branches on it.
 		return [notFound(body, { hasCredentials: false, userId, service, ...qs })];
@@ -121,6 +124,23 @@ function serviceParameter(this: IExecuteFunctions, itemIndex: number): string {
 	return service;
 }
 
+/**
+ * The grant to present, or undefined when the parameter is empty (an expression that found no
+ * `otobotGrant`). Only its presence is ever reported, never its value.
+ */
+function grantParameter(this: IExecuteFunctions, itemIndex: number): string | undefined {
+	const value = this.getNodeParameter('grant', itemIndex, '');
+	const grant = typeof value === 'string' ? value.trim() : '';
+	if (/[\s\p{Cc}]/u.test(grant)) {
+		throw new NodeOperationError(this.getNode(), 'Grant must be a single token', {
+			itemIndex,
+			description:
+				'Pass the otobotGrant of the run (or a standing grant) unchanged: it holds no spaces or line breaks.',
+		});
+	}
+	return grant === '' ? undefined : grant;
+}
+
 /** Optional `connectionId` or `label` query parameter choosing among several connections. */
 function connectionSelector(this: IExecuteFunctions, itemIndex: number): IDataObject {
 	const options = this.getNodeParameter('options', itemIndex, {}) as {
@@ -147,7 +167,9 @@ function notFound(body: IDataObject, fields: IDataObject): IDataObject {
 		...fields,
 		error: typeof body.error === 'string' ? body.error : 'Connection not found',
 		code: expired ? CONNECTION_EXPIRED : CONNECTION_NOT_FOUND,
-		...(expired ? { tokenExpired: true, connectionId: body.connectionId, metadata: body.metadata } : {}),
+		...(expired
+			? { tokenExpired: true, connectionId: body.connectionId, metadata: body.metadata }
+			: {}),
 		...(typeof body.requestId === 'string' ? { requestId: body.requestId } : {}),
 	};
 }

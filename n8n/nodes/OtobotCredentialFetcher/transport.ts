@@ -23,6 +23,8 @@ export interface OtobotResponse {
 }
 
 export const CONNECTION_NOT_FOUND = 'connection_not_found';
+/** The header a credential fetch carries the user's grant in. */
+export const GRANT_HEADER = 'x-otobot-grant';
 /** A connection whose grant died (a failed refresh): reconnect the account. Also data. */
 export const CONNECTION_EXPIRED = 'connection_expired';
 
@@ -55,12 +57,15 @@ export async function otobotApiRequest(
 	path: string,
 	qs: IDataObject,
 	itemIndex: number,
+	{ grant }: { grant?: string } = {},
 ): Promise<OtobotResponse> {
+	const headers: IDataObject = { Accept: 'application/json' };
+	if (grant !== undefined) headers[GRANT_HEADER] = grant;
 	const options: IHttpRequestOptions = {
 		method: 'GET',
 		url: `${apiUrl}${path}`,
 		qs,
-		headers: { Accept: 'application/json' },
+		headers,
 		json: true,
 		timeout: REQUEST_TIMEOUT_MS,
 		// SECURITY: a redirect would carry the token header to another address; report it instead.
@@ -84,9 +89,15 @@ export async function otobotApiRequest(
 	const { statusCode } = response;
 	const body = asObject(response.body);
 	if (body && statusCode >= 200 && statusCode < 300) return { statusCode, body };
-	if (body && statusCode === 404 && (body.code === CONNECTION_NOT_FOUND || body.code === CONNECTION_EXPIRED))
+	if (
+		body &&
+		statusCode === 404 &&
+		(body.code === CONNECTION_NOT_FOUND || body.code === CONNECTION_EXPIRED)
+	)
 		return { statusCode, body };
-	throw httpFailure(this.getNode(), statusCode, response.headers ?? {}, body, itemIndex);
+	throw httpFailure(this.getNode(), statusCode, response.headers ?? {}, body, itemIndex, {
+		grantSent: grant !== undefined,
+	});
 }
 
 /**
@@ -100,6 +111,7 @@ function httpFailure(
 	headers: IDataObject,
 	body: IDataObject | undefined,
 	itemIndex: number,
+	{ grantSent }: { grantSent?: boolean } = {},
 ): NodeApiError {
 	const serverMessage = stringField(body, 'error');
 	const code = stringField(body, 'code');
@@ -124,6 +136,17 @@ function httpFailure(
 		message = 'Otobot rejected the internal token (401)';
 		hint =
 			'The Internal Token of the "Otobot API" credential must equal N8N_INTERNAL_TOKEN (or a token in INTERNAL_TOKENS) of the Otobot API.';
+	} else if (statusCode === 403 && code === 'grant_required') {
+		// Said in the message itself: with Continue On Fail, the message is all the item keeps.
+		message = `Otobot needs the user's grant to release credentials (403 grant_required)${
+			grantSent === false ? ': the Grant parameter is empty' : ''
+		}. Set Grant to the otobotGrant of the run ({{ $json.body.otobotGrant }} after a Webhook trigger) or, in a scheduled workflow, to a standing grant the user created in Otobot`;
+		hint = serverMessage;
+	} else if (statusCode === 403 && code === 'grant_invalid') {
+		const reason = stringField(body, 'reason') ?? 'unknown';
+		message = `Otobot refused the grant (403 grant_invalid, ${reason})${detail}`;
+		hint =
+			'A run grant is valid for one user and a few minutes (RUN_GRANT_TTL_SECONDS); a standing grant for the services, user and time the user chose, until revoked.';
 	} else if (statusCode === 403) {
 		message = `Otobot refused access (403)${detail}`;
 	} else if (statusCode === 404 && !code) {
@@ -153,6 +176,8 @@ function httpFailure(
 		.join(' ');
 	const errorResponse: JsonObject = { httpCode: String(statusCode) };
 	if (code) errorResponse.code = code;
+	const reason = stringField(body, 'reason');
+	if (reason) errorResponse.reason = reason;
 	if (serverMessage) errorResponse.error = serverMessage;
 	if (requestId) errorResponse.requestId = requestId;
 	return new NodeApiError(node, errorResponse, {
