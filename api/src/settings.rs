@@ -50,7 +50,10 @@ pub struct UserApiSettings {
     /// `PUBLIC_URL`: the `iss` of user tokens.
     pub issuer: String,
     pub jwt_ttl_seconds: i64,
+    /// Failed logins allowed per account per window (`LOGIN_RATE_LIMIT_MAX_ATTEMPTS`).
     pub login_max_attempts: u32,
+    /// Failed logins allowed per client address per window (`LOGIN_RATE_LIMIT_ADDRESS_MAX_ATTEMPTS`).
+    pub login_address_max_attempts: u32,
     pub login_window: Duration,
     /// Origins allowed by CORS (`CORS_ALLOWED_ORIGINS`, default `FRONTEND_URL`'s).
     pub cors_origins: Vec<String>,
@@ -109,8 +112,7 @@ pub struct Settings {
     pub port: u16,
     pub keys: KeySet,
     pub internal_tokens: Vec<InternalToken>,
-    pub rate_limit_max: u32,
-    pub rate_limit_window: Duration,
+    pub rate_limits: RateLimitSettings,
     pub refresh_window_seconds: i32,
     pub pool_size: usize,
     /// Upper bound of one database call (pool wait, connect, statement).
@@ -125,6 +127,55 @@ pub struct Settings {
     pub oauth: OAuthSettings,
     /// Who may read `/metrics`.
     pub metrics: MetricsSettings,
+}
+
+/// Request limits per minute (see `rate_limit.rs`) and whose
+/// `X-Forwarded-For` is believed.
+pub struct RateLimitSettings {
+    /// `RATE_LIMIT_CALLER_PER_MINUTE`: all internal requests of one caller.
+    pub caller_per_minute: u32,
+    /// `RATE_LIMIT_USER_PER_MINUTE`: one caller's requests about one user; one user's own requests.
+    pub user_per_minute: u32,
+    /// `RATE_LIMIT_ADDRESS_PER_MINUTE`: anonymous requests from one client address.
+    pub address_per_minute: u32,
+    /// `TRUSTED_PROXIES`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The seed's variables that were set: accepted, superseded, not applied.
+    pub superseded: Vec<&'static str>,
+}
+
+/// The seed's limit variables: one budget for everything, far too small for
+/// a company (DESIGN.md "Rate limiting"); accepted and ignored, with a warning.
+pub const SUPERSEDED_RATE_LIMIT_VARS: &[&str] = &[
+    "RATE_LIMIT_MAX_REQUESTS",
+    "RATE_LIMIT_WINDOW_MS",
+    "RATE_LIMIT_WINDOW_SECONDS",
+];
+
+fn rate_limits(
+    var: &impl Fn(&str) -> Option<String>,
+    number: &impl Fn(&str, u64, u64, u64) -> Result<u64>,
+) -> Result<RateLimitSettings> {
+    const MAX: u64 = 1_000_000_000;
+    Ok(RateLimitSettings {
+        caller_per_minute: number("RATE_LIMIT_CALLER_PER_MINUTE", 12_000, 1, MAX)? as u32,
+        user_per_minute: number("RATE_LIMIT_USER_PER_MINUTE", 1_200, 1, MAX)? as u32,
+        address_per_minute: number("RATE_LIMIT_ADDRESS_PER_MINUTE", 1_200, 1, MAX)? as u32,
+        trusted_proxies: match var("TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(list) => crate::rate_limit::parse_trusted_proxies(&list).ok_or_else(|| {
+                ConfigError(
+                    "TRUSTED_PROXIES must be IP addresses or CIDR blocks (10.0.0.0/8), comma-separated"
+                        .into(),
+                )
+            })?,
+        },
+        superseded: SUPERSEDED_RATE_LIMIT_VARS
+            .iter()
+            .copied()
+            .filter(|name| var(name).is_some())
+            .collect(),
+    })
 }
 
 /// `/metrics` is served only to a bearer of `METRICS_TOKEN` and/or on a
@@ -274,13 +325,7 @@ impl Settings {
             port,
             keys: KeySet { current, old },
             internal_tokens,
-            rate_limit_max: number("RATE_LIMIT_MAX_REQUESTS", 100, 1, 10_000_000)? as u32,
-            rate_limit_window: Duration::from_secs(number(
-                "RATE_LIMIT_WINDOW_SECONDS",
-                900,
-                1,
-                86_400,
-            )?),
+            rate_limits: rate_limits(&var, &number)?,
             refresh_window_seconds: number(
                 "REFRESH_WINDOW_SECONDS",
                 600,
@@ -382,6 +427,12 @@ fn user_api(
         issuer: public.clone(),
         jwt_ttl_seconds: number("JWT_TTL_SECONDS", 3600, 60, 86_400)? as i64,
         login_max_attempts: number("LOGIN_RATE_LIMIT_MAX_ATTEMPTS", 10, 1, 100_000)? as u32,
+        login_address_max_attempts: number(
+            "LOGIN_RATE_LIMIT_ADDRESS_MAX_ATTEMPTS",
+            100,
+            1,
+            1_000_000,
+        )? as u32,
         login_window: Duration::from_secs(number(
             "LOGIN_RATE_LIMIT_WINDOW_SECONDS",
             900,
@@ -567,10 +618,13 @@ mod tests {
     #[test]
     fn defaults_follow_the_seed() {
         let s = settings(&[]).unwrap();
+        assert_eq!(s.port, 3001);
+        let r = &s.rate_limits;
         assert_eq!(
-            (s.port, s.rate_limit_max, s.rate_limit_window.as_secs()),
-            (3001, 100, 900)
+            (r.caller_per_minute, r.user_per_minute, r.address_per_minute),
+            (12_000, 1_200, 1_200)
         );
+        assert!(r.trusted_proxies.is_empty() && r.superseded.is_empty());
         assert_eq!(s.keys.current.version, 1);
         assert_eq!(s.internal_tokens[0].name, "n8n");
         assert_eq!(
@@ -707,7 +761,12 @@ mod tests {
                 "INTERNAL_TOKENS",
             ),
             ("INTERNAL_TOKENS", &format!("other:{TOKEN}"), "also used"),
-            ("RATE_LIMIT_MAX_REQUESTS", "lots", "RATE_LIMIT_MAX_REQUESTS"),
+            (
+                "RATE_LIMIT_CALLER_PER_MINUTE",
+                "lots",
+                "RATE_LIMIT_CALLER_PER_MINUTE",
+            ),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,proxy", "TRUSTED_PROXIES"),
             ("INTERNAL_API_PORT", "70000", "INTERNAL_API_PORT"),
             (
                 "DATABASE_URL",
@@ -727,6 +786,20 @@ mod tests {
             );
         }
         assert!(error(&[("N8N_INTERNAL_TOKEN", "")]).starts_with("N8N_INTERNAL_TOKEN is not set"));
+    }
+
+    #[test]
+    fn the_seeds_rate_limit_variables_are_accepted_but_superseded() {
+        let s = settings(&[
+            ("RATE_LIMIT_MAX_REQUESTS", "100"),
+            ("RATE_LIMIT_WINDOW_MS", "900000"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.rate_limits.superseded,
+            vec!["RATE_LIMIT_MAX_REQUESTS", "RATE_LIMIT_WINDOW_MS"]
+        );
+        assert_eq!(s.rate_limits.caller_per_minute, 12_000, "not applied");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::{
     auth::InternalTokens,
     db,
     metrics::Metrics,
-    rate_limit::RateLimit,
+    rate_limit::{Limits, RateLimiter},
     routes,
     sealer::Sealer,
     settings::Settings,
@@ -79,11 +79,19 @@ pub async fn build_state(settings: &mut Settings) -> Result<SharedState> {
     let state = Arc::new(AppState {
         pool,
         tokens: InternalTokens::new(&settings.internal_tokens),
-        limit: RateLimit::new(settings.rate_limit_max, settings.rate_limit_window),
-        public_limit: RateLimit::new(
-            settings.rate_limit_max.saturating_mul(10),
-            settings.rate_limit_window,
+        limiter: RateLimiter::new(
+            Limits {
+                caller: settings.rate_limits.caller_per_minute,
+                user: settings.rate_limits.user_per_minute,
+                address: settings.rate_limits.address_per_minute,
+            },
+            format!(
+                "otobot-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ),
         ),
+        trusted_proxies: std::mem::take(&mut settings.rate_limits.trusted_proxies),
         metrics: Arc::new(Metrics::default()),
         metrics_token: settings.metrics.token.as_ref().map(|t| {
             use secrecy::ExposeSecret;
@@ -171,6 +179,14 @@ impl Application {
     /// Builds the state (see [`build_state`]), then binds the port.
     pub async fn build(mut settings: Settings) -> Result<Self> {
         let state = build_state(&mut settings).await?;
+        if !settings.rate_limits.superseded.is_empty() {
+            tracing::warn!(
+                set = settings.rate_limits.superseded.join(", "),
+                "these seed variables are superseded and not applied: requests are limited by \
+                 RATE_LIMIT_CALLER_PER_MINUTE, RATE_LIMIT_USER_PER_MINUTE and RATE_LIMIT_ADDRESS_PER_MINUTE, \
+                 failed logins by LOGIN_RATE_LIMIT_MAX_ATTEMPTS and LOGIN_RATE_LIMIT_ADDRESS_MAX_ATTEMPTS"
+            );
+        }
         if state.user_api.is_none() {
             tracing::warn!("API_JWT_SECRET is not set: the user API (/api/tooljet) is disabled");
         }
@@ -286,8 +302,6 @@ fn user_api(settings: crate::settings::UserApiSettings) -> Result<crate::state::
             settings.jwt_ttl_seconds,
             &settings.issuer,
         ),
-        login_by_ip: RateLimit::new(settings.login_max_attempts, settings.login_window),
-        login_by_email: RateLimit::new(settings.login_max_attempts, settings.login_window),
         decoy_hash: crate::password::decoy(),
         portal: crate::session::SessionKeys::new(
             settings.jwt_secret.expose_secret(),
@@ -352,6 +366,8 @@ async fn background(
     mut stop: watch::Receiver<bool>,
 ) -> Sealer {
     let mut seal = tokio::time::interval(sealer.interval);
+    let mut limits = tokio::time::interval(Duration::from_secs(1));
+    limits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut slow = tokio::time::interval(Duration::from_secs(30));
     seal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     slow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -359,6 +375,7 @@ async fn background(
         tokio::select! {
             _ = stop.changed() => return sealer,
             _ = seal.tick() => sealer.run_once(&state).await,
+            _ = limits.tick() => sync_limits(&state).await,
             _ = slow.tick() => {
                 match load_services(&state).await {
                     Ok(services) if !services.is_empty() => {
@@ -367,12 +384,28 @@ async fn background(
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "service catalogue refresh failed"),
                 }
-                state.limit.forget_idle();
-                state.public_limit.forget_idle();
-                if let Some(u) = &state.user_api {
-                    u.login_by_ip.forget_idle();
-                    u.login_by_email.forget_idle();
-                }
+            }
+        }
+    }
+}
+
+/// Exchanges request counts with the other replicas (see `rate_limit.rs`).
+/// A failure leaves each replica limiting on its own counts until the next.
+async fn sync_limits(state: &AppState) {
+    let result = db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        state.limiter.sync(&client).await.map_err(db::map_error)
+    })
+    .await;
+    use std::sync::atomic::Ordering;
+    match result {
+        Ok(()) => state
+            .limiter
+            .exchange_failing
+            .store(false, Ordering::Relaxed),
+        Err(error) => {
+            if !state.limiter.exchange_failing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%error, "rate limit exchange with the other replicas failed; each replica limits on its own counts until it works again");
             }
         }
     }

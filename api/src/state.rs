@@ -9,16 +9,13 @@ use std::{
 use deadpool_postgres::Pool;
 
 use crate::{
-    auth::InternalTokens, jwt::JwtKeys, metrics::Metrics, rate_limit::RateLimit,
+    auth::InternalTokens, jwt::JwtKeys, metrics::Metrics, rate_limit::RateLimiter,
     settings::UserApiSettings,
 };
 
 /// State of the user API (present when `API_JWT_SECRET` is set).
 pub struct UserApi {
     pub jwt: JwtKeys,
-    /// Login attempts per client address, and per email.
-    pub login_by_ip: RateLimit,
-    pub login_by_email: RateLimit,
     /// Verified against when an email is unknown, so timing tells nothing.
     pub decoy_hash: String,
     /// Outbound calls (n8n webhooks).
@@ -31,10 +28,10 @@ pub struct UserApi {
 pub struct AppState {
     pub pool: Pool,
     pub tokens: InternalTokens,
-    /// Per-caller limit of the authenticated routes.
-    pub limit: RateLimit,
-    /// Per-address limit of the unauthenticated routes (health, metrics).
-    pub public_limit: RateLimit,
+    /// Request limits (per caller, per caller and user, per user, per address).
+    pub limiter: RateLimiter,
+    /// `TRUSTED_PROXIES`: whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub metrics: Arc<Metrics>,
     /// SHA-256 of `METRICS_TOKEN`; `None`: `/metrics` is 404 on the API's port.
     pub metrics_token: Option<[u8; 32]>,
@@ -47,6 +44,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The client's address (see [`crate::rate_limit::client_ip`]).
+    pub fn client_ip(
+        &self,
+        peer: std::net::SocketAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> std::net::IpAddr {
+        crate::rate_limit::client_ip(peer.ip(), headers, &self.trusted_proxies)
+    }
+
     pub fn knows_service(&self, code: &str) -> bool {
         self.services
             .read()

@@ -161,7 +161,8 @@ async fn the_seed_happy_path_returns_the_exact_shape_and_one_audit_row_per_fetch
             .unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-request-id"], request_id.as_str());
-        assert_eq!(response.headers()["ratelimit-limit"], "100");
+        // The tightest limit passed: per (caller, user), 1,200 a minute.
+        assert_eq!(response.headers()["ratelimit-limit"], "1200");
         let b = body(response).await;
         assert_eq!(b["connectionId"], id.to_string());
         assert_eq!(b["service"], "google");
@@ -385,7 +386,7 @@ async fn connections_and_status_have_the_contract_shapes_and_no_secret() {
 async fn a_caller_over_its_limit_gets_429_with_headers_and_another_caller_does_not() {
     let other = random_hex32();
     let app = TestApp::spawn(&[
-        ("RATE_LIMIT_MAX_REQUESTS", "3"),
+        ("RATE_LIMIT_CALLER_PER_MINUTE", "3"),
         // A trusted caller (the seed's behaviour): no grant needed.
         ("INTERNAL_TOKENS", &format!("tooljet:{other}:trusted")),
     ])

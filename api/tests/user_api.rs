@@ -97,8 +97,8 @@ async fn the_seed_bcrypt_account_logs_in_and_its_hash_becomes_argon2id() {
 
 #[tokio::test]
 async fn an_unknown_email_and_a_wrong_password_look_the_same_and_attempts_are_limited() {
-    let app = TestApp::spawn(&[("LOGIN_RATE_LIMIT_MAX_ATTEMPTS", "3")]).await;
-    seed_client_login(&app).await; // one attempt for this address
+    let app = TestApp::spawn(&[("LOGIN_RATE_LIMIT_MAX_ATTEMPTS", "2")]).await;
+    seed_client_login(&app).await; // a success: no budget used
     let unknown = login(&app, "nobody@example.test", "whatever-password").await;
     let wrong = login(&app, "one@example.test", "wrong-password").await;
     assert_eq!(
@@ -121,6 +121,13 @@ async fn an_unknown_email_and_a_wrong_password_look_the_same_and_attempts_are_li
         a,
         json!({"error": "Invalid email or password", "code": "invalid_credentials"})
     );
+    // A second failure for one@ uses its budget of 2: even the right password waits.
+    assert_eq!(
+        login(&app, "one@example.test", "another-wrong-one")
+            .await
+            .status(),
+        401
+    );
     let limited = login(&app, "one@example.test", "Client-One-Password").await;
     assert_eq!(limited.status(), 429);
     assert!(limited.headers().contains_key("retry-after"));
@@ -135,7 +142,7 @@ async fn an_unknown_email_and_a_wrong_password_look_the_same_and_attempts_are_li
         .await
         .unwrap()
         .get(0);
-    assert_eq!(failures, 2, "failed logins are audited");
+    assert_eq!(failures, 3, "failed logins are audited");
     app.stop().await;
 }
 

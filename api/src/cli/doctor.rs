@@ -134,6 +134,26 @@ pub async fn run(args: Args) -> Result<()> {
                 "check DATABASE_URL or FRONTEND_DB_USER/FRONTEND_DB_PASSWORD and pg_hba.conf",
             ),
         }
+        let r = &settings.rate_limits;
+        if r.superseded.is_empty() {
+            report.ok(
+                "rate limits",
+                format!(
+                    "{} a minute per caller, {} per caller and user, {} per anonymous address; {} trusted prox{}",
+                    r.caller_per_minute,
+                    r.user_per_minute,
+                    r.address_per_minute,
+                    r.trusted_proxies.len(),
+                    if r.trusted_proxies.len() == 1 { "y" } else { "ies" }
+                ),
+            );
+        } else {
+            report.warn(
+                "rate limits",
+                format!("{} set but superseded and not applied", r.superseded.join(", ")),
+                "remove them; RATE_LIMIT_CALLER_PER_MINUTE, RATE_LIMIT_USER_PER_MINUTE and RATE_LIMIT_ADDRESS_PER_MINUTE set the limits",
+            );
+        }
         let tls = settings.database.tls();
         let hosts = settings.database.pg_config().get_hosts();
         if tls.mode == crate::tls::SslMode::VerifyFull || crate::tls::all_local(hosts) {

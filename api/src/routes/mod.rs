@@ -18,7 +18,7 @@ use axum::{
     Router,
 };
 
-use crate::{auth::Caller, error::ApiError, metrics, request_id, state::SharedState};
+use crate::{error::ApiError, metrics, rate_limit, request_id, state::SharedState};
 
 /// A canonical hyphenated UUID, or 400 with `code` naming the parameter.
 pub(crate) fn uuid_param(
@@ -78,7 +78,8 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-/// Authenticated routes: the caller's token, then the caller's rate limit.
+/// Authenticated routes: the caller's token, then its limits: the
+/// caller's ceiling, and (caller, user) when the route names a user.
 /// Requests without a valid token are limited per client address, so
 /// guessing tokens is throttled too.
 async fn internal_guard(
@@ -87,17 +88,29 @@ async fn internal_guard(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = state.tokens.authenticate(request.headers());
-    let key = match &caller {
-        Some(Caller { name, .. }) => format!("caller:{name}"),
-        None => format!("ip:{}", peer.ip()),
+    let Some(caller) = state.tokens.authenticate(request.headers()) else {
+        let ip = state.client_ip(peer, request.headers());
+        state.limiter.check(&[rate_limit::address_key(ip)])?;
+        return Err(ApiError::Unauthorized);
     };
-    let allowance = state.limit.check(&key)?;
-    let caller = caller.ok_or(ApiError::Unauthorized)?;
+    let mut keys = vec![rate_limit::caller_key(&caller.name)];
+    if let Some(user) = target_user(request.uri().path()) {
+        keys.push(rate_limit::caller_user_key(&caller.name, &user));
+    }
+    let allowance = state.limiter.check(&keys)?;
     request.extensions_mut().insert(caller);
     let mut response = next.run(request).await;
     allowance.apply(&mut response);
     Ok(response)
+}
+
+/// The user an internal route is about (`/api/internal/user/<id>/…`).
+fn target_user(path: &str) -> Option<uuid::Uuid> {
+    let id = path
+        .strip_prefix("/api/internal/user/")?
+        .split('/')
+        .next()?;
+    uuid::Uuid::try_parse(id).ok()
 }
 
 /// User routes: limited per user (the token's subject) or per client
@@ -116,10 +129,10 @@ async fn user_guard(
         api.jwt.verify(token.trim()).map(|c| c.sub)
     });
     let key = match subject {
-        Some(user) => format!("user:{user}"),
-        None => format!("ip:{}", peer.ip()),
+        Some(user) => rate_limit::user_key(&user),
+        None => rate_limit::address_key(state.client_ip(peer, request.headers())),
     };
-    let allowance = state.limit.check(&key)?;
+    let allowance = state.limiter.check(&[key])?;
     let mut response = next.run(request).await;
     allowance.apply(&mut response);
     Ok(response)
@@ -160,7 +173,8 @@ async fn public_guard(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let allowance = state.public_limit.check(&format!("ip:{}", peer.ip()))?;
+    let ip = state.client_ip(peer, request.headers());
+    let allowance = state.limiter.check(&[rate_limit::address_key(ip)])?;
     let mut response = next.run(request).await;
     allowance.apply(&mut response);
     Ok(response)

@@ -117,10 +117,11 @@ fn no_store(response: &mut Response) {
 async fn login(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     payload: std::result::Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Response> {
     let api = user_api(&state)?;
-    let user = verify_login(&state, peer, payload, "portal").await?;
+    let user = verify_login(&state, peer, &headers, payload, "portal").await?;
     let new = api.portal.issue(user.id);
     let request_id = request_id::current();
     let expires_at = db::within(state.db_timeout, async {

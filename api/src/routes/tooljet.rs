@@ -13,6 +13,7 @@ use axum::{
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::Digest as _;
 use std::{collections::HashMap, net::SocketAddr};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -112,11 +113,14 @@ pub(crate) struct LoggedIn {
     pub profile: Value,
 }
 
-/// Checks an email and password (rate-limited per address and per account,
-/// audited with `source`), for a bearer token or a portal session.
+/// Checks an email and password (failed attempts limited per account and
+/// per client address, in PostgreSQL so every replica shares them; audited
+/// with `source`), for a bearer token or a portal session. The one login
+/// path: ToolJet's and the portal's share one budget.
 pub(crate) async fn verify_login(
     state: &SharedState,
     peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
     payload: std::result::Result<Json<LoginBody>, JsonRejection>,
     source: &'static str,
 ) -> Result<LoggedIn> {
@@ -129,10 +133,12 @@ pub(crate) async fn verify_login(
             "email and password are required",
         ));
     }
-    // SECURITY: attempts are limited per address and per account, before any work.
-    api.login_by_ip.check(&format!("ip:{}", peer.ip()))?;
-    api.login_by_email
-        .check(&format!("email:{}", email.to_lowercase()))?;
+    // SECURITY: an attempt is reserved before the password is verified and
+    // refunded only when it was right: failures count, per account and per
+    // address, and concurrent guesses cannot exceed the budget.
+    let account_key = hex::encode(sha2::Sha256::digest(email.to_lowercase().as_bytes()));
+    let address = state.client_ip(peer, headers).to_string();
+    let reservation = reserve_attempt(state, api, &account_key, &address).await?;
 
     let request_id = request_id::current();
     let account = db::within(state.db_timeout, async {
@@ -182,6 +188,7 @@ pub(crate) async fn verify_login(
         .await?;
         return Err(ApiError::InvalidCredentials);
     };
+    refund_attempt(state, &account_key, &address, reservation).await?;
     let user_text = call(
         state,
         "SELECT otobot.login_succeeded($1, $2, $3, $4, $5)::text",
@@ -215,13 +222,74 @@ pub(crate) async fn verify_login(
     })
 }
 
+/// Reserves a login attempt (see `0009` `reserve_login_attempt`): the
+/// window it was counted in, or 429 naming no account.
+async fn reserve_attempt(
+    state: &SharedState,
+    api: &UserApi,
+    account: &str,
+    address: &str,
+) -> Result<i64> {
+    let s = &api.settings;
+    let window = s.login_window.as_secs() as i32;
+    let (max_account, max_address) = (
+        s.login_max_attempts as i32,
+        s.login_address_max_attempts as i32,
+    );
+    let row = db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        client
+            .query_one(
+                "SELECT retry_after, limit_hit, window_start FROM otobot.reserve_login_attempt($1, $2, $3, $4, $5)",
+                &[&account, &address, &max_account, &max_address, &window],
+            )
+            .await
+            .map_err(db::map_error)
+    })
+    .await?;
+    let retry_after: i32 = row.get(0);
+    if retry_after > 0 {
+        let limit = match row.get::<_, Option<&str>>(1) {
+            Some("address") => s.login_address_max_attempts,
+            _ => s.login_max_attempts,
+        };
+        return Err(ApiError::RateLimited {
+            retry_after: std::time::Duration::from_secs(retry_after as u64),
+            limit,
+        });
+    }
+    Ok(row.get(2))
+}
+
+/// Gives a reserved attempt back: the password was right.
+async fn refund_attempt(
+    state: &SharedState,
+    account: &str,
+    address: &str,
+    window_start: i64,
+) -> Result<()> {
+    db::within(state.db_timeout, async {
+        let client = db::client(&state.pool).await?;
+        client
+            .execute(
+                "SELECT otobot.refund_login_attempt($1, $2, $3)",
+                &[&account, &address, &window_start],
+            )
+            .await
+            .map_err(db::map_error)
+    })
+    .await?;
+    Ok(())
+}
+
 /// `POST /api/tooljet/auth/login` → `{authToken, expiresAt, user}`.
 async fn login(
     State(state): State<SharedState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     payload: std::result::Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Response> {
-    let user = verify_login(&state, peer, payload, "tooljet").await?;
+    let user = verify_login(&state, peer, &headers, payload, "tooljet").await?;
     let (token, exp) = user_api(&state)?
         .jwt
         .issue(user.id, user.client_id, &user.role);

@@ -160,7 +160,7 @@ function httpFailure(
 				? 'Rate limited by Otobot (429), retry later'
 				: `Rate limited by Otobot, retry after ${retryAfter} s`;
 		hint =
-			'Otobot limits each caller to RATE_LIMIT_MAX_REQUESTS requests per RATE_LIMIT_WINDOW_SECONDS. Spread the calls, or enable "Retry On Fail" with a wait.';
+			'Otobot limits each caller (RATE_LIMIT_CALLER_PER_MINUTE) and each caller and user (RATE_LIMIT_USER_PER_MINUTE). Spread the calls, or enable "Retry On Fail" with a wait.';
 	} else if (statusCode === 503) {
 		message = `Otobot API is unavailable (503)${detail}`;
 		hint = 'Its database or key ring is not usable: check GET /health and the API logs.';
