@@ -463,6 +463,16 @@ async fn the_access_history_shows_each_user_their_own_reads_only_an_admin_includ
         app.grant(USER_A, &["google"]).await,
         app.grant(USER_C, &["google"]).await,
     );
+    // A fetch without a grant is refused, and shows in the history as such.
+    let refused = app
+        .http
+        .get(app.url(&format!("/api/internal/user/{USER_A}/credentials/google")))
+        .header("x-internal-token", &app.token)
+        .header("x-request-id", "refused-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
     for (user, id, grant) in [
         (USER_A, "read-a-1", &grant_a),
         (USER_A, "read-a-2", &grant_a),
@@ -506,6 +516,19 @@ async fn the_access_history_shows_each_user_their_own_reads_only_an_admin_includ
             Some("work")
         )
     );
+    // Each read names the grant that allowed it, its kind and its workflow.
+    let grant_id = entry["grantId"].as_str().unwrap();
+    assert!(uuid::Uuid::parse_str(grant_id).is_ok(), "{entry}");
+    assert_eq!(
+        (
+            entry["grantKind"].as_str(),
+            entry["workflow"].as_str(),
+            entry["trusted"].as_bool(),
+            entry["refusal"].as_str()
+        ),
+        (Some("standing"), Some("tests"), Some(false), None),
+        "{entry}"
+    );
     let next = first["nextBefore"].as_i64().unwrap();
     let second: Value = page(&a, &format!("?limit=1&before={next}"))
         .await
@@ -514,7 +537,30 @@ async fn the_access_history_shows_each_user_their_own_reads_only_an_admin_includ
         .await
         .unwrap();
     assert_eq!(second["entries"][0]["requestId"], "read-a-1");
-    assert!(second["nextBefore"].is_null(), "{second}");
+    assert_eq!(second["entries"][0]["grantId"], grant_id);
+    let next = second["nextBefore"].as_i64().unwrap();
+    let third: Value = page(&a, &format!("?limit=1&before={next}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refusal = &third["entries"][0];
+    assert_eq!(
+        (
+            refusal["requestId"].as_str(),
+            refusal["action"].as_str(),
+            refusal["refusal"].as_str()
+        ),
+        (
+            Some("refused-a"),
+            Some("credential_refused"),
+            Some("grant_required")
+        ),
+        "{refusal}"
+    );
+    assert!(refusal["grantId"].is_null() && refusal["workflow"].is_null());
+    assert!(third["nextBefore"].is_null(), "{third}");
     let everything = page(&a, "?kind=all&limit=100")
         .await
         .unwrap()

@@ -142,9 +142,10 @@ export const users = () => request('GET', '/api/tooljet/users').then((d) => d.us
 export const createUser = (email, password, role) => request('POST', '/api/tooljet/users', { email, password, role });
 export const deactivateUser = (id) => request('DELETE', `/api/tooljet/users/${enc(id)}`);
 
-// Grants (api/src/routes/grants.rs): a server without them answers 404
-// route_not_found and the page says grants are not available.
-export const grants = () => request('GET', '/api/tooljet/grants').then((d) => d.grants);
+// Grants (api/src/routes/grants.rs): own, or (an admin) the whole client's;
+// a created grant's answer carries its token (`grant`), shown once.
+export const grants = (scope = 'own') =>
+  request('GET', `/api/tooljet/grants${scope === 'client' ? '?scope=client' : ''}`).then((d) => d.grants);
 export const createGrant = (workflow, services, expiresAt) =>
   request('POST', '/api/tooljet/grants', { workflow, services, expiresAt });
 export const revokeGrant = (id) => request('DELETE', `/api/tooljet/grants/${enc(id)}`);

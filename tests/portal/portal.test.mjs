@@ -265,31 +265,74 @@ test('Alice creates a standing grant for a scheduled workflow; its token is show
   const { page } = alice;
   await nav(page, 'Grants');
   await heading(page, 'Grants');
-  await page.getByText('You have no standing grant.').waitFor();
-  await page.getByLabel('Workflow', { exact: true }).fill('nightly report');
-  await page.getByLabel('Test IdP').check();
-  await page.getByRole('button', { name: 'Create the grant' }).click();
-  await page.locator('.page-message').getByText('Grant created. Copy it now: it is shown only once.').waitFor();
+  await page.getByText('You have no grant.').waitFor();
+  assert.equal(await page.getByRole('combobox', { name: 'Show' }).count(), 0, 'a user sees only their own grants');
+  // The services she connected are offered; the others are one disclosure away.
+  const form = page.locator('form', { has: page.getByRole('heading', { name: 'New standing grant' }) });
+  await form.getByLabel('Test IdP').waitFor();
+  await form.getByLabel('OpenAI').waitFor();
+  assert.equal(await form.locator('details.other-services').getAttribute('open'), null, 'other services folded away');
+  // The expiry: 90 days by default, at most a year (checked before the server).
+  const expires = form.getByLabel('Expires on');
+  const day = (n) => {
+    const d = new Date();
+    d.setHours(12, 0, 0, 0);
+    d.setDate(d.getDate() + n);
+    return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+  };
+  assert.equal(await expires.inputValue(), day(90));
+  assert.equal(await expires.getAttribute('max'), day(364));
+  await form.getByLabel('Workflow', { exact: true }).fill('nightly report');
+  await form.getByRole('button', { name: 'Create the grant' }).click();
+  await page.getByRole('alert').filter({ hasText: 'Choose at least one service.' }).waitFor();
+  await form.getByLabel('Test IdP').check();
+  await expires.fill(day(400));
+  await form.getByRole('button', { name: 'Create the grant' }).click();
+  await page.getByRole('alert').filter({ hasText: 'Choose an expiry date between tomorrow and' }).waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement?.getAttribute('name')), 'expires', 'the focus goes to the date');
+  assert.equal(psql(`SELECT count(*) FROM otobot.grants WHERE user_id = '${aliceId}'`), '0', 'nothing reached the server');
+  await expires.fill(day(90));
+  await form.getByRole('button', { name: 'Create the grant' }).click();
+
+  const once = page.locator('.page-message .notice.token-once');
+  await once.getByText('Grant created. Copy its token now: it is shown only once').waitFor();
   aliceGrant = await page.getByLabel('Grant token').inputValue();
   assert.match(aliceGrant, /^otg_[A-Za-z0-9_-]{43}$/);
+  assert.deepEqual(await page.evaluate(() => {
+    const el = document.activeElement;
+    return [el?.classList.contains('token'), el?.selectionStart, el?.selectionEnd];
+  }), [true, 0, aliceGrant.length], 'the token has the focus, selected, ready to copy');
+  await once.getByRole('button', { name: 'Copy' }).waitFor();
   const row = page.locator('tr', { hasText: 'nightly report' });
   await row.getByText('Active').waitFor();
   await row.getByText('Test IdP').waitFor();
-  await checkA11y(page, 'grants');
+  await row.getByText('Standing').waitFor();
+  await checkA11y(page, 'grants (token shown once)');
   await shot(page, 'grants');
-  // Shown once: the list never carries it, and the database keeps only its hash.
+  // The end of that day, local time: within a year of now, as the server demands.
+  const expiry = psql(`SELECT expires_at > now() + interval '89 days' AND expires_at < now() + interval '91 days' FROM otobot.grants WHERE user_id = '${aliceId}'`);
+  assert.equal(expiry, 't');
+
+  // Shown once: "I have copied it" hides it for good, the list never carries
+  // it, and the database keeps only its hash.
+  await once.getByRole('button', { name: 'I have copied it' }).click();
+  await once.waitFor({ state: 'detached' });
+  assert.ok(!(await page.content()).includes(aliceGrant), 'the token is gone from the page');
   await nav(page, 'My connections');
   await heading(page, 'My connections');
   await nav(page, 'Grants');
   await heading(page, 'Grants');
   await page.locator('tr', { hasText: 'nightly report' }).waitFor();
   assert.ok(!(await page.content()).includes(aliceGrant), 'the token is not shown again');
+  const listed = await page.evaluate(() => fetch('/api/tooljet/grants', { headers: { accept: 'application/json' } }).then((r) => r.text()));
+  assert.ok(!listed.includes('otg_'), 'the list answer carries no token');
   assert.equal(psql(`SELECT count(*) FROM otobot.grants WHERE token_hash = sha256(convert_to('${aliceGrant}', 'UTF8'))`), '1');
+  await checkA11y(page, 'grants');
 });
 
 test("reads through the internal route appear in Alice's access history, with caller, workflow, grant and request id", async () => {
   const refused = await fetch(`${API}/api/internal/user/${aliceId}/credentials/testidp`, {
-    headers: { 'x-internal-token': env.INTERNAL_TOKEN },
+    headers: { 'x-internal-token': env.INTERNAL_TOKEN, 'x-request-id': 'portal-e2e-refused' },
   });
   assert.equal(refused.status, 403, 'n8n needs a grant');
   assert.equal((await refused.json()).code, 'grant_required');
@@ -307,11 +350,11 @@ test("reads through the internal route appear in Alice's access history, with ca
   const { page } = alice;
   await nav(page, 'Access history');
   await heading(page, 'Access history');
-  const first = page.locator('tbody tr').nth(0);
-  const second = page.locator('tbody tr').nth(1);
+  const [first, second, third] = [0, 1, 2].map((i) => page.locator('tbody tr').nth(i));
   await first.getByText('portal-e2e-read-2').waitFor();
   await first.getByText('reports').waitFor();
   await first.getByText('personal', { exact: true }).waitFor();
+  await first.getByText('none (trusted caller)').waitFor();
   await second.getByText('portal-e2e-read-1').waitFor();
   await second.getByText('n8n (workflows)').waitFor();
   await second.getByText('Secret read').waitFor();
@@ -319,35 +362,99 @@ test("reads through the internal route appear in Alice's access history, with ca
   await second.getByText('nightly report').waitFor();
   const grantId = psql(`SELECT id FROM otobot.grants WHERE token_hash = sha256(convert_to('${aliceGrant}', 'UTF8'))`);
   await second.getByText(grantId.slice(0, 8), { exact: true }).waitFor();
-  await first.getByText('none (trusted caller)').waitFor();
-  assert.equal(await page.locator('tbody tr').count(), 2, 'reads only: the two reads');
+  assert.equal(await second.locator(`code[title="${grantId}"]`).count(), 1, 'the whole grant id on hover');
+  await second.getByText('standing', { exact: true }).waitFor();
+  // The refused attempt is in her history too.
+  await third.getByText('portal-e2e-refused').waitFor();
+  await third.getByText('Refused: no valid grant (no grant was presented)').waitFor();
+  assert.equal(await page.locator('tbody tr').count(), 3, 'reads only: the two reads and the refusal');
   await checkA11y(page, 'history');
   await shot(page, 'history');
 
   await page.getByLabel('Show').selectOption('all');
   await page.locator('tbody tr[data-action="connection_created"]').first().waitFor();
   await page.locator('tbody tr[data-action="login_succeeded"]').first().waitFor();
+  const given = page.locator('tbody tr[data-action="grant_created"]');
+  await given.getByText('nightly report').waitFor();
+  await given.getByText(grantId.slice(0, 8), { exact: true }).waitFor();
   assert.ok(!(await page.content()).includes(env.API_KEY), 'no secret in the history');
+  assert.ok(!(await page.content()).includes(aliceGrant), 'no grant token in the history');
   // Nobody else's rows: the admin's sign-ins are not in Alice's history.
   assert.equal(await page.locator('tbody tr', { hasText: env.ADMIN_EMAIL }).count(), 0);
+  await page.getByLabel('Show').selectOption('reads');
+  await page.locator('tbody tr').nth(2).getByText('portal-e2e-refused').waitFor();
 });
 
-test('Alice revokes her grant; the workflow holding it is refused from then on', async () => {
+test("the admin sees every grant of the client and revokes one of Alice's; never in someone else's name", async () => {
+  // A second grant of Alice's, made as the API would for her.
+  psql(`SELECT otobot.create_standing_grant('${aliceId}', 'weekly digest', '{openai}', sha256('portal-e2e-weekly'),
+        now() + interval '10 days', 'test', NULL)`);
+  const { context, page } = await open();
+  await login(page, env.ADMIN_EMAIL, env.ADMIN_PASSWORD);
+  const adminId = (await pageSession(page)).user.id;
+  await nav(page, 'Grants');
+  await heading(page, 'Grants');
+  await page.getByText('You have no grant.').waitFor();
+  await page.getByLabel('Show').selectOption('client');
+  await page.locator('tr', { hasText: 'nightly report' }).getByText(ALICE).waitFor();
+  const weekly = page.locator('tr', { hasText: 'weekly digest' });
+  await weekly.getByText(ALICE).waitFor();
+  assert.equal(await page.getByRole('columnheader', { name: 'User' }).count(), 1);
+  await checkA11y(page, 'grants (admin, whole client)');
+  await shot(page, 'grants-admin');
+  await weekly.getByRole('button', { name: `Revoke the grant of weekly digest (${ALICE})` }).click();
+  const dialog = page.getByRole('dialog', { name: `Revoke the grant of weekly digest (${ALICE})?` });
+  await dialog.waitFor();
+  await dialog.getByRole('button', { name: 'Revoke' }).click();
+  await page.locator('.page-message').getByText('The grant of weekly digest is revoked.').waitFor();
+  await page.locator('tr', { hasText: 'weekly digest' }).getByText('Revoked').waitFor();
+  assert.equal(await page.getByLabel('Show').inputValue(), 'client', 'the view stays on the whole client');
+  assert.equal(psql(`SELECT revoked_by FROM otobot.grants WHERE workflow = 'weekly digest'`), adminId);
+  // A grant the admin creates is theirs, never Alice's.
+  await page.getByLabel('Workflow', { exact: true }).fill('admin report');
+  // No connection of their own: every service is offered, unfolded.
+  assert.notEqual(await page.locator('details.other-services').getAttribute('open'), null);
+  await page.getByLabel('OpenAI').check();
+  await page.getByRole('button', { name: 'Create the grant' }).click();
+  await page.locator('.notice.token-once').waitFor();
+  assert.equal(psql(`SELECT user_id FROM otobot.grants WHERE workflow = 'admin report'`), adminId);
+  await context.close();
+});
+
+test('Alice revokes her grant; the workflow holding it is refused from then on, and her history says so', async () => {
   const { page } = alice;
   await nav(page, 'Grants');
   await heading(page, 'Grants');
+  assert.equal(await page.locator('tr', { hasText: 'admin report' }).count(), 0, "the admin's grant is not hers");
+  await page.locator('tr', { hasText: 'weekly digest' }).getByText('Revoked').waitFor();
   const row = page.locator('tr', { hasText: 'nightly report' });
   await row.getByRole('button', { name: 'Revoke the grant of nightly report' }).click();
-  await page.getByRole('dialog', { name: 'Revoke the grant of nightly report?' }).waitFor();
-  await page.getByRole('dialog').getByRole('button', { name: 'Revoke' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Revoke the grant of nightly report?' });
+  await dialog.waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Cancel', 'the safe choice has the focus');
+  await dialog.getByRole('button', { name: 'Revoke' }).click();
   await page.getByRole('dialog').waitFor({ state: 'detached' });
+  await page.locator('.page-message').getByText('The grant of nightly report is revoked.').waitFor();
   await page.locator('tr', { hasText: 'nightly report' }).getByText('Revoked').waitFor();
+  assert.equal(await page.locator('tr', { hasText: 'nightly report' }).getByRole('button').count(), 0, 'nothing left to revoke');
+  assert.equal(await page.evaluate(() => document.activeElement?.closest('tr')?.textContent.includes('nightly report')), true,
+    'the keyboard stays on the row');
   const after = await fetch(`${API}/api/internal/user/${aliceId}/credentials/testidp`, {
-    headers: { 'x-internal-token': env.INTERNAL_TOKEN, 'x-otobot-grant': aliceGrant },
+    headers: { 'x-internal-token': env.INTERNAL_TOKEN, 'x-otobot-grant': aliceGrant, 'x-request-id': 'portal-e2e-after-revoke' },
   });
   assert.equal(after.status, 403);
   const body = await after.json();
   assert.deepEqual([body.code, body.reason], ['grant_invalid', 'revoked']);
+
+  await nav(page, 'Access history');
+  await heading(page, 'Access history');
+  const refusal = page.locator('tbody tr').nth(0);
+  await refusal.getByText('portal-e2e-after-revoke').waitFor();
+  await refusal.getByText('Refused: no valid grant (the grant was revoked)').waitFor();
+  await refusal.getByText('nightly report').waitFor();
+  const grantId = psql(`SELECT id FROM otobot.grants WHERE token_hash = sha256(convert_to('${aliceGrant}', 'UTF8'))`);
+  await refusal.getByText(grantId.slice(0, 8), { exact: true }).waitFor();
+  await shot(page, 'history-refused');
 });
 
 test('Alice disconnects her OAuth account; it is revoked at the provider', async () => {

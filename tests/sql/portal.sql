@@ -156,3 +156,95 @@ DO $$ BEGIN
         'a caller''s SET of the scope does not widen the history';
 END $$;
 RESET ROLE;
+
+-- ---------------------------------------------------------------------------
+-- The history names the grant and workflow of each read (0013), and shows
+-- refused fetches; never another user's grant or workflow.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION test.grant_id(p_token text) RETURNS uuid LANGUAGE sql SECURITY DEFINER AS $$
+    SELECT id FROM otobot.grants WHERE token_hash = sha256(convert_to(p_token, 'UTF8'))
+$$;
+GRANT EXECUTE ON FUNCTION test.grant_id(text) TO PUBLIC;
+SET ROLE otobot_api;
+SELECT otobot.create_standing_grant('a0000000-0000-0000-0000-00000000000a', 'nightly report', '{google}',
+    sha256(convert_to('grant-a-standing', 'UTF8')), now() + interval '30 days', 'portal', NULL);
+SELECT otobot.mint_run_grant('a0000000-0000-0000-0000-00000000000a', 'drive-to-notion', NULL,
+    sha256(convert_to('grant-a-run', 'UTF8')), 900, 'tooljet', NULL);
+SELECT otobot.create_standing_grant('c0000000-0000-0000-0000-00000000000c', 'c secret workflow', '{google}',
+    sha256(convert_to('grant-c', 'UTF8')), now() + interval '1 day', 'portal', NULL);
+-- In order: a read with the standing grant, one with the run grant, C's grant
+-- presented for A (refused), no grant (refused), then the standing grant
+-- revoked and presented again (refused).
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google',
+    sha256(convert_to('grant-a-standing', 'UTF8')), false, NULL, NULL, 'n8n', 'g-standing');
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google',
+    sha256(convert_to('grant-a-run', 'UTF8')), false, NULL, NULL, 'n8n', 'g-run');
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google',
+    sha256(convert_to('grant-c', 'UTF8')), false, NULL, NULL, 'n8n', 'g-other');
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google', NULL, false, NULL, NULL, 'n8n', 'g-none');
+SELECT otobot.revoke_grant(test.grant_id('grant-a-standing'), 'a0000000-0000-0000-0000-00000000000a', 'portal', NULL);
+SELECT otobot.get_user_credentials('a0000000-0000-0000-0000-00000000000a', 'google',
+    sha256(convert_to('grant-a-standing', 'UTF8')), false, NULL, NULL, 'n8n', 'g-revoked');
+DO $$
+DECLARE
+    v        jsonb;
+    e        jsonb;
+    v_all    jsonb;
+    standing text := test.grant_id('grant-a-standing')::text;
+    run      text := test.grant_id('grant-a-run')::text;
+    foreign_ text := test.grant_id('grant-c')::text;
+BEGIN
+    v := otobot.list_own_access_history('a0000000-0000-0000-0000-00000000000a', NULL, 6, true, NULL);
+    e := v->'entries';
+    ASSERT jsonb_array_length(e) = 6, v::text;
+    -- Newest first: the refusal of the revoked grant names it and its workflow
+    -- (from the grant: a refusal row does not carry the workflow).
+    ASSERT e->0->>'requestId' = 'g-revoked' AND e->0->>'action' = 'credential_refused'
+       AND e->0->>'refusal' = 'revoked' AND e->0->>'grantId' = standing
+       AND e->0->>'grantKind' = 'standing' AND e->0->>'workflow' = 'nightly report'
+       AND e->0->'trusted' = 'false', e->0;
+    ASSERT e->1->>'requestId' = 'g-none' AND e->1->>'refusal' = 'grant_required'
+       AND e->1->'grantId' = 'null' AND e->1->'workflow' = 'null', e->1;
+    -- SECURITY: another user's grant presented for A: refused, and A learns
+    -- neither its id nor its workflow.
+    ASSERT e->2->>'requestId' = 'g-other' AND e->2->>'refusal' = 'other_user'
+       AND e->2->'grantId' = 'null' AND e->2->'workflow' = 'null' AND NOT (e->2->'detail') ? 'grant_id', e->2;
+    ASSERT NOT v::text LIKE '%' || foreign_ || '%' AND NOT v::text LIKE '%c secret workflow%',
+        'nothing of C''s grant in A''s history';
+    ASSERT e->3->>'requestId' = 'g-run' AND e->3->>'action' = 'credential_read' AND e->3->>'grantId' = run
+       AND e->3->>'grantKind' = 'run' AND e->3->>'workflow' = 'drive-to-notion', e->3;
+    ASSERT e->4->>'requestId' = 'g-standing' AND e->4->>'grantId' = standing
+       AND e->4->>'grantKind' = 'standing' AND e->4->>'workflow' = 'nightly report' AND e->4->'trusted' = 'false', e->4;
+    -- Reads by a trusted caller (the section above) say so, without a grant.
+    ASSERT e->5->>'action' = 'credential_not_found' AND e->5->'trusted' = 'true' AND e->5->'grantId' = 'null', e->5;
+    ASSERT NOT v::text LIKE '%tok-a%', 'no secret in the history';
+
+    -- Everything: the grant's creation and revocation name it too.
+    v_all := otobot.list_own_access_history('a0000000-0000-0000-0000-00000000000a', NULL, 100, false, NULL);
+    ASSERT EXISTS (SELECT 1 FROM jsonb_array_elements(v_all->'entries') x
+                   WHERE x->>'action' = 'grant_created' AND x->>'grantId' = standing
+                     AND x->>'grantKind' = 'standing' AND x->>'workflow' = 'nightly report'), v_all;
+    ASSERT EXISTS (SELECT 1 FROM jsonb_array_elements(v_all->'entries') x
+                   WHERE x->>'action' = 'grant_revoked' AND x->>'grantId' = standing), v_all;
+
+    -- SECURITY: C's history holds C's grant, none of A's reads.
+    v := otobot.list_own_access_history('c0000000-0000-0000-0000-00000000000c', NULL, 100, false, NULL);
+    ASSERT NOT v::text LIKE '%nightly report%' AND NOT v::text LIKE '%g-other%' AND NOT v::text LIKE '%' || standing || '%', v;
+    ASSERT EXISTS (SELECT 1 FROM jsonb_array_elements(v->'entries') x
+                   WHERE x->>'action' = 'grant_created' AND x->>'workflow' = 'c secret workflow'), v;
+END $$;
+RESET ROLE;
+-- A grant id the log does not hold as a UUID joins nothing and breaks nothing
+-- (the superuser writes such a row through the audit function, like a bug would).
+DO $$ BEGIN
+    PERFORM otobot.write_audit('credential_read', NULL, 'a0000000-0000-0000-0000-00000000000a', NULL, 'google',
+                               '{"grant_id":"not-a-uuid"}');
+END $$;
+SET ROLE otobot_api;
+DO $$
+DECLARE v jsonb;
+BEGIN
+    v := otobot.list_own_access_history('a0000000-0000-0000-0000-00000000000a', NULL, 1, true, NULL);
+    ASSERT v->'entries'->0->>'grantId' = 'not-a-uuid' AND v->'entries'->0->'workflow' = 'null', v;
+END $$;
+RESET ROLE;

@@ -1,5 +1,6 @@
-// Access history: every read of my secrets (or everything about me), newest
-// first, from the audit log through row-level security.
+// Access history: every read of my secrets, refused attempts included (or
+// everything about me), newest first, from the audit log through row-level
+// security; each read names its caller, workflow, grant and request.
 
 import * as api from '../api.js';
 import { h, replace, announce, field } from '../dom.js';
@@ -12,7 +13,9 @@ function what(entry) {
   const detail = entry.detail || {};
   const extra = [];
   if (detail.purpose === 'revocation') extra.push(t('history.forRevocation'));
-  if (detail.reason) extra.push(`« ${detail.reason} »`);
+  if (entry.refusal) extra.push(tOr(`refusal.${entry.refusal}`, entry.refusal));
+  // A DBA's stated reason for revealing a secret (a refusal's reason is a code, said above).
+  if (detail.reason && !entry.refusal) extra.push(`« ${detail.reason} »`);
   return extra.length ? `${text} (${extra.join(', ')})` : text;
 }
 
@@ -23,10 +26,14 @@ function serviceCell(entry, names) {
   return account ? [h('strong', {}, name), h('br'), h('span', { class: 'muted' }, account)] : name;
 }
 
+// The grant that allowed the read (0013: grantId, grantKind), or a trusted caller's read without one.
 function grantCell(entry) {
-  const grantId = entry.grantId || entry.detail?.grant_id;
-  if (grantId) return h('code', { title: String(grantId) }, String(grantId).slice(0, 8));
-  return entry.detail?.trusted ? t('history.trusted') : t('history.none');
+  if (entry.grantId) {
+    const kind = entry.grantKind ? tOr(`history.grantKind.${entry.grantKind}`, entry.grantKind) : null;
+    const code = h('code', { title: String(entry.grantId) }, String(entry.grantId).slice(0, 8));
+    return kind ? [code, h('br'), h('span', { class: 'muted' }, kind)] : code;
+  }
+  return entry.trusted ? t('history.trusted') : t('history.none');
 }
 
 const COLS = ['when', 'what', 'service', 'caller', 'workflow', 'grant', 'request'];
@@ -38,8 +45,8 @@ function row(entry, names) {
     service: serviceCell(entry, names),
     // Disconnecting reads the token to revoke it: Otobot is the reader.
     caller: entry.detail?.purpose === 'revocation' ? t('source.otobot') : tOr(`source.${entry.source}`, entry.source),
-    // 0011 records the grant of every read, and its workflow, in the entry's detail.
-    workflow: entry.workflow || entry.detail?.workflow || t('history.none'),
+    // The workflow its grant was given to (0011 records it with each read; 0013 returns it).
+    workflow: entry.workflow || t('history.none'),
     grant: grantCell(entry),
     request: entry.requestId ? h('code', { class: 'wrap' }, entry.requestId) : t('history.none'),
   };
