@@ -139,9 +139,7 @@ fn ascii(bytes: &[u8]) -> &str {
 /// Lowercase hex of an IV or a tag (at most 16 bytes).
 fn push_hex(out: &mut String, bytes: &[u8]) {
     let mut digits = [0u8; TAG_LEN * 2];
-    let digits = &mut digits[..bytes.len() * 2];
-    hex::encode_to_slice(bytes, digits).expect("twice as many digits as bytes");
-    out.push_str(ascii(digits));
+    out.push_str(base16ct::lower::encode_str(bytes, &mut digits).expect("room for twice as many digits as bytes"));
 }
 
 /// Decimal digits of `v` (no allocation).
@@ -187,10 +185,11 @@ pub fn parse_version(s: &str) -> Result<u32, Error> {
 }
 
 /// Exactly `2 * N` lowercase hex digits (the stored form has no uppercase).
+/// `base16ct` (RustCrypto) decodes lowercase only, in constant time: no
+/// branch on the digits, so random IVs and tags cost no mispredictions.
 fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     let mut out = [0u8; N];
-    let lowercase = s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    (lowercase && hex::decode_to_slice(s, &mut out).is_ok()).then_some(out)
+    (s.len() == 2 * N && base16ct::lower::decode(s, &mut out).is_ok()).then_some(out)
 }
 
 /// Split and validate the stored form `version:iv:tag:ciphertext`; never

@@ -309,3 +309,28 @@ fn a_failed_open_hands_nothing_to_the_caller() {
     assert_eq!(r.unwrap_err(), Error::AuthenticationFailed);
     assert!(!called);
 }
+
+#[test]
+fn hex_fields_accept_exactly_lowercase_hex_digits() {
+    for c in 0u8..128 {
+        let want = c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+        for at in [0, 1, 11, 23] {
+            let mut iv = vec![b'0'; 24];
+            iv[at] = c;
+            let iv = String::from_utf8(iv).unwrap();
+            assert_eq!(parse_hex::<IV_LEN>(&iv).is_some(), want, "{c:#x} at {at}");
+        }
+    }
+    // Agrees with the `hex` crate on lowercase input; never longer or shorter.
+    let mut r = rng();
+    for _ in 0..10_000 {
+        let bytes: [u8; TAG_LEN] = r.gen();
+        let lower = hex::encode(bytes);
+        assert_eq!(parse_hex::<TAG_LEN>(&lower), Some(bytes));
+        assert_eq!(parse_hex::<TAG_LEN>(&lower.to_uppercase()).is_some(), lower == lower.to_uppercase());
+        assert_eq!(parse_hex::<TAG_LEN>(&lower[1..]), None);
+        assert_eq!(parse_hex::<IV_LEN>(&lower), None);
+        assert_eq!(parse_hex::<TAG_LEN>(&format!("{lower}0")), None);
+    }
+    assert_eq!(parse_hex::<1>("é"), None);
+}
