@@ -324,6 +324,7 @@ test('Alice creates a standing grant for a scheduled workflow; its token is show
   await heading(page, 'Grants');
   await page.locator('tr', { hasText: 'nightly report' }).waitFor();
   assert.ok(!(await page.content()).includes(aliceGrant), 'the token is not shown again');
+  await shot(page, 'grants-list');
   const listed = await page.evaluate(() => fetch('/api/tooljet/grants', { headers: { accept: 'application/json' } }).then((r) => r.text()));
   assert.ok(!listed.includes('otg_'), 'the list answer carries no token');
   assert.equal(psql(`SELECT count(*) FROM otobot.grants WHERE token_hash = sha256(convert_to('${aliceGrant}', 'UTF8'))`), '1');
