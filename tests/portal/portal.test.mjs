@@ -504,11 +504,32 @@ test("the French interface: from the browser's language, and a visible switch th
   await checkA11y(page, 'history (fr)');
   await shot(page, 'history-fr');
 
+  // The grants page in French, with the keyboard alone: a grant created, its token focused.
+  await page.getByRole('navigation', { name: 'Principale' }).getByRole('link', { name: 'Autorisations' }).click();
+  await heading(page, 'Autorisations');
+  await page.locator('tr', { hasText: 'nightly report' }).getByText('Révoquée').waitFor();
+  await page.locator('tr', { hasText: 'nightly report' }).getByText('Permanente').waitFor();
+  const focused = () => page.evaluate(() => document.activeElement?.getAttribute('name') || document.activeElement?.tagName);
+  await page.getByLabel('Workflow', { exact: true }).focus();
+  await page.keyboard.type('rapport mensuel');
+  await page.keyboard.press('Tab');
+  assert.equal(await focused(), 'services', 'from the name to the first service');
+  await page.keyboard.press('Space');
+  await page.keyboard.press('Shift+Tab');
+  assert.equal(await focused(), 'workflow');
+  await page.keyboard.press('Enter');
+  await page.getByText('Autorisation créée. Copiez son jeton maintenant : il ne s’affiche qu’une fois').waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement?.classList.contains('token')), true, 'the token has the focus');
+  assert.equal(psql(`SELECT services::text FROM otobot.grants WHERE workflow = 'rapport mensuel'`), '{openai}');
+  await checkA11y(page, 'grants (fr)');
+  await shot(page, 'grants-fr');
+
   await page.getByRole('group', { name: 'Langue' }).getByRole('button', { name: 'English' }).click();
-  await heading(page, 'Access history');
+  await heading(page, 'Grants');
   assert.equal(await page.evaluate(() => document.documentElement.lang), 'en');
+  assert.equal(await page.locator('input.token').count(), 0, 'redrawing the page drops the token');
   await page.reload();
-  await heading(page, 'Access history');
+  await heading(page, 'Grants');
   assert.equal(await page.getByRole('button', { name: 'English' }).getAttribute('aria-pressed'), 'true');
 
   // Every string exists in both languages.
