@@ -11,7 +11,7 @@
 
 import * as api from '../api.js';
 import { h, replace, field, announce, notice, confirmDialog, id } from '../dom.js';
-import { t, tOr, formatDate } from '../i18n.js';
+import { t, tOr, lang, formatDate } from '../i18n.js';
 
 // Whose grants an admin is looking at: 'own' or 'client' (kept while the portal is open).
 let scope = 'own';
@@ -105,7 +105,7 @@ function createForm(known, names, message, onCreated, ctx) {
 
 function formatDay(value) {
   const date = new Date(`${value}T12:00:00`);
-  return Number.isNaN(date.getTime()) ? value : new Intl.DateTimeFormat(document.documentElement.lang || 'en', { dateStyle: 'long' }).format(date);
+  return Number.isNaN(date.getTime()) ? value : new Intl.DateTimeFormat(lang(), { dateStyle: 'long' }).format(date);
 }
 
 /** The new grant's token, shown this once, with a copy button. */
