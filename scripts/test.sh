@@ -79,11 +79,11 @@ suite "docker files (compose config)" "$ROOT/docker/check.sh"
 suite "portal (real browser)" "$ROOT/tests/portal/run.sh"
 # Real n8n end to end (~2-3 min once n8n is there), on every machine.
 e2e_n8n() {
-    local status
+    local status waiting=$SECONDS
     wait "$n8n_install_pid"
     status=$?
     cat "$n8n_install_log"
-    say "n8n installs ready $((SECONDS - n8n_install_started)) s after they started"
+    say "n8n installs: started $((waiting - n8n_install_started)) s before this suite, which waited $((SECONDS - waiting)) s more for them"
     [ "$status" -eq 0 ] || { echo "installing n8n failed"; return 1; }
     "$ROOT/tests/e2e-n8n/run.sh"
 }
