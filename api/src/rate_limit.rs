@@ -200,8 +200,12 @@ impl RateLimiter {
         let (mut keys, mut windows, mut counts) = (Vec::new(), Vec::new(), Vec::<i64>::new());
         {
             let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounded memory even while the database is unreachable.
+            counters.retain(|_, c| {
+                c.roll(window);
+                c.local_cur + c.local_prev + c.others_cur + c.others_prev > 0 || c.dirty
+            });
             for (key, counter) in counters.iter_mut() {
-                counter.roll(window);
                 if !std::mem::take(&mut counter.dirty) {
                     continue;
                 }
@@ -244,10 +248,6 @@ impl RateLimiter {
                 _ => {}
             }
         }
-        counters.retain(|_, c| {
-            c.roll(window);
-            c.local_cur + c.local_prev + c.others_cur + c.others_prev > 0
-        });
         Ok(())
     }
 
