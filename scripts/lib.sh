@@ -47,10 +47,21 @@ load_env() {
         chmod 600 "$ROOT/.env.tmp"
         mv "$ROOT/.env.tmp" "$ROOT/.env"
     fi
+    # Variables already exported win over .env, as with `otobot` itself
+    # (e.g. FRONTEND_DB_PORT of a private cluster must not fall back to 5432).
+    local name kv saved=()
+    while IFS= read -r name; do
+        if declare -p "$name" 2>/dev/null | grep -q '^declare -[a-zA-Z]*x'; then
+            saved+=("$name=${!name}")
+        fi
+    done < <(sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' "$ROOT/.env")
     set -a
     # shellcheck disable=SC1091
     . "$ROOT/.env"
     set +a
+    for kv in "${saved[@]}"; do
+        export "${kv%%=*}=${kv#*=}"
+    done
 }
 
 # postgresql://user:password@host:port/db for the admin role.
