@@ -85,6 +85,8 @@ const TENANT_TABLES: &[&str] = &[
 const LOG_SETTINGS: &[(&str, &str)] = &[
     ("log_statement", "none"),
     ("log_min_duration_statement", "-1"),
+    ("log_min_duration_sample", "-1"),
+    ("log_transaction_sample_rate", "0"),
     ("log_parameter_max_length", "0"),
     ("log_parameter_max_length_on_error", "0"),
 ];
