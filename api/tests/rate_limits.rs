@@ -417,3 +417,71 @@ async fn two_replicas_hold_a_request_limit_together() {
     replica_task.await.unwrap().unwrap();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_seeds_limit_variables_are_accepted_warned_about_once_and_not_applied() {
+    use std::io::{BufRead, BufReader};
+    let db = TestDb::migrated().await;
+    seed_users(&db.client().await).await;
+    let key = random_hex32();
+    register_key(&db.client().await, 1, &key).await;
+    let token = random_hex32();
+    let mut vars = base_vars(&db, &key, &token);
+    vars.insert("RATE_LIMIT_MAX_REQUESTS".into(), "2".into());
+    vars.insert("RATE_LIMIT_WINDOW_MS".into(), "900000".into());
+    vars.insert("LOG_FORMAT".into(), "json".into());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_otobot"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(std::env::temp_dir())
+        .envs(&vars)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut captured = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited: {captured}"
+        );
+        captured.push_str(&line);
+        if line.contains("otobot serve listening") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break v["address"].as_str().unwrap().to_owned();
+        }
+    };
+    let warnings: Vec<&str> = captured
+        .lines()
+        .filter(|l| l.contains("superseded"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{captured}");
+    for name in [
+        "RATE_LIMIT_MAX_REQUESTS",
+        "RATE_LIMIT_WINDOW_MS",
+        "RATE_LIMIT_CALLER_PER_MINUTE",
+        "RATE_LIMIT_USER_PER_MINUTE",
+        "LOGIN_RATE_LIMIT_MAX_ATTEMPTS",
+    ] {
+        assert!(warnings[0].contains(name), "{name}: {}", warnings[0]);
+    }
+    // The seed's 2 requests are not a budget.
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let r = http
+            .get(format!(
+                "http://{addr}/api/internal/user/{USER_A}/connections"
+            ))
+            .header("x-internal-token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
