@@ -2,7 +2,7 @@
 //! per caller (a ceiling sized for a busy n8n) and per (caller, target user);
 //! user routes per user; anonymous requests per client address. Logins are
 //! limited apart, on failures only, in PostgreSQL (`routes/tooljet.rs`
-//! `verify_login`, migration 0009).
+//! `verify_login`, migration 0013).
 //!
 //! Each key is counted in fixed one-minute windows read as a sliding window
 //! (the previous minute weighted by the part of it still inside the last 60

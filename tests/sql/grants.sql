@@ -1,4 +1,4 @@
--- Grants (0011): a credential leaves only with its user's live grant for that
+-- Grants (0014): a credential leaves only with its user's live grant for that
 -- service, or for a caller the API declares trusted; every release names its
 -- grant in the audit row; every refusal is audited. Run as otobot_api with
 -- the key loaded, like the API.

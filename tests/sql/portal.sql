@@ -158,7 +158,7 @@ END $$;
 RESET ROLE;
 
 -- ---------------------------------------------------------------------------
--- The history names the grant and workflow of each read (0013), and shows
+-- The history names the grant and workflow of each read (0015), and shows
 -- refused fetches; never another user's grant or workflow.
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION test.grant_id(p_token text) RETURNS uuid LANGUAGE sql SECURITY DEFINER AS $$

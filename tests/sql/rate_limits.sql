@@ -1,4 +1,4 @@
--- Rate limit state (0009): only otobot_api reaches it, only through its
+-- Rate limit state (0013): only otobot_api reaches it, only through its
 -- functions; a reservation counts for the account and the address together,
 -- a refund gives it back, and a full budget names the limit and the wait.
 

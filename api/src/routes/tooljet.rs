@@ -222,7 +222,7 @@ pub(crate) async fn verify_login(
     })
 }
 
-/// Reserves a login attempt (see `0009` `reserve_login_attempt`): the
+/// Reserves a login attempt (see `0013` `reserve_login_attempt`): the
 /// window it was counted in, or 429 naming no account.
 async fn reserve_attempt(
     state: &SharedState,

@@ -26,7 +26,7 @@ function serviceCell(entry, names) {
   return account ? [h('strong', {}, name), h('br'), h('span', { class: 'muted' }, account)] : name;
 }
 
-// The grant that allowed the read (0013: grantId, grantKind), or a trusted caller's read without one.
+// The grant that allowed the read (0015: grantId, grantKind), or a trusted caller's read without one.
 function grantCell(entry) {
   if (entry.grantId) {
     const kind = entry.grantKind ? tOr(`history.grantKind.${entry.grantKind}`, entry.grantKind) : null;
@@ -45,7 +45,7 @@ function row(entry, names) {
     service: serviceCell(entry, names),
     // Disconnecting reads the token to revoke it: Otobot is the reader.
     caller: entry.detail?.purpose === 'revocation' ? t('source.otobot') : tOr(`source.${entry.source}`, entry.source),
-    // The workflow its grant was given to (0011 records it with each read; 0013 returns it).
+    // The workflow its grant was given to (0014 records it with each read; 0015 returns it).
     workflow: entry.workflow || t('history.none'),
     grant: grantCell(entry),
     request: entry.requestId ? h('code', { class: 'wrap' }, entry.requestId) : t('history.none'),

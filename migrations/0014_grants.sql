@@ -1,5 +1,5 @@
 -- ============================================================================
--- 0011 — grants: a workflow reads a user's secret only with that user's consent
+-- 0014 — grants: a workflow reads a user's secret only with that user's consent
 --
 -- The internal token authenticates n8n, not a user's consent. From here on a
 -- credential fetch also presents a grant, checked by the vault itself:

@@ -1,5 +1,5 @@
 -- ============================================================================
--- 0009 — rate limits shared by every replica of the API.
+-- 0013 — rate limits shared by every replica of the API.
 --
 -- Login: only failed attempts count, per account (a SHA-256 of the email)
 -- and per client address, over a sliding window. An attempt is reserved

@@ -1,7 +1,7 @@
 -- ============================================================================
--- 0013 — the access history names the grant and the workflow of each read.
+-- 0015 — the access history names the grant and the workflow of each read.
 --
--- 0011 records in every credential audit row the grant that allowed it
+-- 0014 records in every credential audit row the grant that allowed it
 -- (detail: grant_id, grant_kind, workflow), or that the caller was trusted,
 -- and writes a credential_refused row (detail: reason, grant_id) for each
 -- fetch refused for want of a valid grant. This replaces 0012's
