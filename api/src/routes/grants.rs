@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use utoipa::ToSchema;
 
-use super::{json_text, tooljet::call, uuid_param};
+use super::{tooljet::call, uuid_param};
 use crate::{
     auth::AuthUser,
     error::{ApiError, Result},
@@ -149,31 +149,20 @@ pub async fn list(
     user: AuthUser,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let whole_client = match query.get("scope").map(String::as_str) {
-        None | Some("own") => false,
-        Some("client") if user.role == "admin" => true,
-        Some("client") => {
-            return Err(ApiError::Forbidden(
-                "Only an admin may list the client's grants".into(),
-            ))
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_scope",
-                "scope must be own or client",
-            ))
-        }
-    };
-    let list = call(
+    let whole_client = super::scope_param(&query)?;
+    if whole_client && user.role != "admin" {
+        return Err(ApiError::Forbidden(
+            "Only an admin may list the client's grants".into(),
+        ));
+    }
+    super::user_list(
         &state,
+        "grants",
         "SELECT otobot.list_grants($1, $2)::text",
-        &[&user.id, &whole_client],
+        user.id,
+        whole_client,
     )
-    .await?;
-    Ok(json_text(
-        StatusCode::OK,
-        format!(r#"{{"grants":{}}}"#, list.unwrap_or_else(|| "[]".into())),
-    ))
+    .await
 }
 
 /// `DELETE /api/tooljet/grants/:id`: its user, or an admin of its client;

@@ -46,6 +46,37 @@ pub(crate) fn json_text(status: axum::http::StatusCode, body: String) -> Respons
         .into_response()
 }
 
+/// `?scope=own|client` of a list route: `true` for the whole client (the
+/// database decides what each role sees of it), 400 for anything else.
+pub(crate) fn scope_param(
+    query: &std::collections::HashMap<String, String>,
+) -> Result<bool, ApiError> {
+    match query.get("scope").map(String::as_str) {
+        None | Some("own") => Ok(false),
+        Some("client") => Ok(true),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_scope",
+            "scope must be own or client",
+        )),
+    }
+}
+
+/// A list function of the user routes, `sql` taking `(user id, whole client)`
+/// and returning a JSON array (NULL for none), relayed as `{"<key>": [...]}`.
+pub(crate) async fn user_list(
+    state: &SharedState,
+    key: &str,
+    sql: &str,
+    user: uuid::Uuid,
+    whole_client: bool,
+) -> Result<Response, ApiError> {
+    let list = tooljet::call(state, sql, &[&user, &whole_client]).await?;
+    Ok(json_text(
+        axum::http::StatusCode::OK,
+        format!(r#"{{"{key}":{}}}"#, list.unwrap_or_else(|| "[]".into())),
+    ))
+}
+
 pub fn router(state: SharedState) -> Router {
     let internal =
         internal::router()

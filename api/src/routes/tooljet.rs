@@ -337,29 +337,15 @@ async fn connections(
     user: AuthUser,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let whole_client = match query.get("scope").map(String::as_str) {
-        None | Some("own") => false,
-        Some("client") => true,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_scope",
-                "scope must be own or client",
-            ))
-        }
-    };
-    let list = call(
+    let whole_client = super::scope_param(&query)?;
+    super::user_list(
         &state,
+        "connections",
         "SELECT otobot.list_visible_connections($1, $2)::text",
-        &[&user.id, &whole_client],
+        user.id,
+        whole_client,
     )
-    .await?;
-    Ok(json_text(
-        StatusCode::OK,
-        format!(
-            r#"{{"connections":{}}}"#,
-            list.unwrap_or_else(|| "[]".into())
-        ),
-    ))
+    .await
 }
 
 #[derive(Deserialize)]
