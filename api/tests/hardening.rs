@@ -125,16 +125,7 @@ fn payload(jwt: &str) -> serde_json::Value {
 async fn user_tokens_carry_and_require_this_apis_issuer_and_audience() {
     use jsonwebtoken::{encode, EncodingKey, Header};
     let app = TestApp::spawn(&[("PUBLIC_URL", PUBLIC_URL)]).await;
-    let hash = otobot_api::password::hash("Client-One-Password").unwrap();
-    app.db
-        .client()
-        .await
-        .execute(
-            "UPDATE otobot.clients SET password_hash = $1 WHERE id = $2::text::uuid",
-            &[&hash, &CLIENT_1],
-        )
-        .await
-        .unwrap();
+    set_client_password(&app.db.client().await, CLIENT_1, "Client-One-Password").await;
     let response = app
         .http
         .post(app.url("/api/tooljet/auth/login"))
@@ -197,16 +188,7 @@ async fn user_tokens_carry_and_require_this_apis_issuer_and_audience() {
 #[tokio::test]
 async fn portal_session_tokens_carry_this_apis_issuer_and_their_own_audience() {
     let app = TestApp::spawn(&[("PUBLIC_URL", PUBLIC_URL)]).await;
-    let hash = otobot_api::password::hash("Client-One-Password").unwrap();
-    app.db
-        .client()
-        .await
-        .execute(
-            "UPDATE otobot.clients SET password_hash = $1 WHERE id = $2::text::uuid",
-            &[&hash, &CLIENT_1],
-        )
-        .await
-        .unwrap();
+    set_client_password(&app.db.client().await, CLIENT_1, "Client-One-Password").await;
     let response = app
         .http
         .post(app.url("/api/portal/login"))

@@ -190,16 +190,7 @@ async fn setup_with(
     ];
     vars.extend_from_slice(extra);
     let app = TestApp::spawn(&vars).await;
-    let hash = otobot_api::password::hash("Client-One-Password").unwrap();
-    app.db
-        .client()
-        .await
-        .execute(
-            "UPDATE otobot.clients SET password_hash = $1 WHERE id = $2::text::uuid",
-            &[&hash, &CLIENT_1],
-        )
-        .await
-        .unwrap();
+    set_client_password(&app.db.client().await, CLIENT_1, "Client-One-Password").await;
     let login: Value = app
         .http
         .post(app.url("/api/tooljet/auth/login"))

@@ -336,16 +336,7 @@ async fn users_see_and_change_only_their_own_and_admins_only_their_client() {
     );
 
     // An admin of client 2 cannot touch client 1.
-    let hash = otobot_api::password::hash("Client-Two-Password").unwrap();
-    app.db
-        .client()
-        .await
-        .execute(
-            "UPDATE otobot.clients SET password_hash = $1 WHERE id = $2::text::uuid",
-            &[&hash, &CLIENT_2],
-        )
-        .await
-        .unwrap();
+    set_client_password(&app.db.client().await, CLIENT_2, "Client-Two-Password").await;
     let admin2 = token_for(&app, "two@example.test", "Client-Two-Password").await;
     assert_eq!(
         as_user(

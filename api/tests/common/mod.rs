@@ -151,6 +151,17 @@ pub async fn seed_users(db: &Client) {
     .unwrap();
 }
 
+/// Gives client `id` (an admin login) the argon2id hash of `password`.
+pub async fn set_client_password(db: &Client, id: &str, password: &str) {
+    let hash = otobot_api::password::hash(password).unwrap();
+    db.execute(
+        "UPDATE otobot.clients SET password_hash = $1 WHERE id = $2::text::uuid",
+        &[&hash, &id],
+    )
+    .await
+    .unwrap();
+}
+
 /// Registers key `version` as the owner does (`otobot migrate`), as a superuser
 /// on `db`; registering the same key again is a no-op.
 pub async fn register_key(db: &Client, version: i32, key_hex: &str) {
